@@ -1,0 +1,15 @@
+# Routine tasks. SEQ2SEQ_DATA points at the corpora (see README).
+SEQ2SEQ_DATA ?= ../shared/data
+export SEQ2SEQ_DATA
+
+.PHONY: install test lint train bench
+install:            ## CPU torch first (a bare `pip install torch` may pull a CUDA build), then the package
+	python -c "import torch" 2>/dev/null || python -m pip install "torch==2.13.0"
+	python -m pip install -e ".[dev]"
+test:               ## the CI command
+	bash .ci/run
+lint:
+	python -m ruff check seq2seq tests scripts
+	python -m ruff format --check seq2seq tests scripts
+train:              ## the main job
+	python -m seq2seq.train recipes/en-fr.yaml

@@ -1,0 +1,157 @@
+"""The composition root: the only module that reads a Recipe and turns it into data, model and trainer."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import datasets
+import torch
+import yaml
+
+from seq2seq import checkpoint
+from seq2seq.config import Recipe, recipe_from_dict
+from seq2seq.data.batching import PairBatches
+from seq2seq.data.parallel import load_parallel
+from seq2seq.metrics import bleu, chrf, perplexity
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.trainer import Trainer
+from seq2seq.translator import Translator
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but torch sees no CUDA GPU; use train.device=cpu")
+    return device
+
+
+def build_model(recipe: Recipe, src_vocab: int, tgt_vocab: int) -> torch.nn.Module:
+    m = recipe.model
+    match recipe.task:
+        case "translation":
+            return Seq2Seq(
+                src_vocab, tgt_vocab, m.embedding_size, m.encoder_hidden, m.encoder_layers, m.bidirectional,
+                m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
+                m.share_embeddings, m.dropout, recipe.train.label_smoothing,
+            )  # fmt: skip
+        case _:
+            raise ValueError(f"no model for task {recipe.task!r}")
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = recipe.train
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[t.optimizer]
+    return cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+
+
+def train_tokenizers(recipe: Recipe, table: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
+    tc = recipe.tokenizer
+    args = dict(vocab_size=tc.vocab_size, model_type=tc.model_type, character_coverage=tc.character_coverage)
+    if tc.joint:
+        joint = Tokenizer.train([*table["src"], *table["tgt"]], **args)
+        return joint, joint
+    return Tokenizer.train(table["src"], **args), Tokenizer.train(table["tgt"], **args)
+
+
+def tokenize(table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer, cache: Path | None) -> datasets.Dataset:
+    """Add `src_ids` and `tgt_ids` columns (a cached `map` when `cache` is given)."""
+    if cache is not None and cache.is_file():
+        return datasets.Dataset.from_file(str(cache))
+
+    def encode(batch: dict) -> dict:
+        return {"src_ids": src.encode(batch["src"]), "tgt_ids": tgt.encode(batch["tgt"])}
+
+    return table.map(
+        encode, batched=True, batch_size=2000, cache_file_name=str(cache) if cache else None, desc="tokenizing"
+    )
+
+
+def build_training(recipe: Recipe, run_dir: Path, resume: bool, rank: int = 0, world: int = 1) -> Trainer:
+    """Everything `python -m seq2seq.train` needs, in order: seed, data, tokenizers, model, optimizer, trainer."""
+    d, t = recipe.data, recipe.train
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_table = load_parallel(d.corpus, d.train_split, d.src_lang, d.tgt_lang, d.hub_config)
+    valid_table = load_parallel(d.corpus, d.valid_split, d.src_lang, d.tgt_lang, d.hub_config)
+    if d.valid_limit:
+        valid_table = valid_table.select(range(min(d.valid_limit, len(valid_table))))
+    if resume:
+        src_tok, tgt_tok = tokenizers_from(checkpoint.load(run_dir / "last.pt"))
+    else:
+        src_tok, tgt_tok = train_tokenizers(recipe, train_table)
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    (run_dir / "cache").mkdir(exist_ok=True)
+    train_ids = tokenize(train_table, src_tok, tgt_tok, run_dir / "cache" / f"{d.train_split}.arrow")
+    train_ids = train_ids.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
+    valid_ids = tokenize(valid_table, src_tok, tgt_tok, None)
+    model = build_model(recipe, len(src_tok), len(tgt_tok)).to(device)
+    trainer = Trainer(
+        model=model,
+        optimizer=build_optimizer(recipe, model),
+        data=PairBatches(train_ids, t.batch_tokens, t.seed, rank, world),
+        evaluate=translation_evaluator(valid_table["src"], valid_table["tgt"], valid_ids, src_tok, tgt_tok, recipe,
+                                       device),
+        cfg=t,
+        run_dir=run_dir,
+        device=device,
+        extra={"recipe": recipe.to_dict(), "tokenizers": {"src": src_tok.proto, "tgt": tgt_tok.proto}},
+        is_main=rank == 0,
+    )
+    if resume:
+        trainer.resume(run_dir / "last.pt")
+    return trainer
+
+
+def translation_evaluator(sources, references, valid_ids, src_tok, tgt_tok, recipe: Recipe, device):
+    """Validation for translation: exact NLL per token (no label smoothing) and greedy BLEU / chrF."""
+    batches = PairBatches(valid_ids, recipe.train.batch_tokens, seed=0)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for _, batch in batches.epoch(0):
+                loss, n = model.loss(batch.to(device), label_smoothing=0.0)
+                total, count = total + float(loss), count + n
+        translator = Translator(model, src_tok, tgt_tok, device, recipe.train.precision, recipe.train.decode_max_ratio)
+        hyps = translator.translate(sources)
+        model.eval()  # Translator switched it to eval already; the trainer switches back
+        return {
+            "valid_loss": total / max(count, 1),
+            "ppl": perplexity(total, count),
+            "bleu": bleu(hyps, [references]).value,
+            "chrf": chrf(hyps, [references]).value,
+        }
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------- inference
+
+
+def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
+    protos = payload["tokenizers"]
+    src = Tokenizer(protos["src"])
+    return src, src if protos["tgt"] == protos["src"] else Tokenizer(protos["tgt"])
+
+
+def load_for_inference(
+    run_dir: str | Path, which: str = "best", device: str = "auto", precision: str | None = None, **kwargs
+) -> Translator:
+    payload = checkpoint.load(checkpoint.find(run_dir, which))
+    recipe = recipe_from_dict(payload["recipe"])
+    src_tok, tgt_tok = tokenizers_from(payload)
+    torch_device = resolve_device(device)
+    model = build_model(recipe, len(src_tok), len(tgt_tok))
+    model.load_state_dict(payload["model"])
+    model.to(torch_device)
+    kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
+    precision = precision or recipe.train.precision
+    return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)

@@ -1,0 +1,219 @@
+"""Recipes: YAML files validated once into frozen, typed dataclasses.
+
+Every default lives here and only here. A recipe may leave a key out (the default applies) but may not name a key
+that does not exist or give it a value of the wrong type: both fail before any work starts, naming the key and the
+nearest valid one.
+
+    recipe = load_recipe("recipes/en-fr.yaml", ["train.max_steps=200", "model.decoder_hidden=256"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or an override is wrong; the message says what and what would be right."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "multi30k"  # multi30k | tatoeba (local or verified download), else a Hugging Face hub dataset id
+    hub_config: str = ""  # hub datasets only, e.g. "fr-en" for wmt14
+    src_lang: str = "en"
+    tgt_lang: str = "fr"
+    train_split: str = "train"
+    valid_split: str = "val"
+    max_len: int = 100  # training pairs with a side longer than this many pieces are dropped
+    valid_limit: int = 0  # validate on the first N pairs only (0 = the whole split)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 8000
+    model_type: Literal["bpe", "unigram", "char", "word"] = "bpe"
+    joint: bool = True  # one model for source and target (needed to share embeddings)
+    character_coverage: float = 1.0
+
+
+@dataclass(frozen=True)
+class TranslationModelConfig:
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"
+    embedding_size: int = 256
+    encoder_layers: int = 2
+    encoder_hidden: int = 256  # per direction
+    bidirectional: bool = True
+    decoder_layers: int = 2
+    decoder_hidden: int = 512
+    attention: Literal["bahdanau", "luong"] = "bahdanau"
+    input_feeding: bool = True
+    tie_embeddings: bool = False  # target input embeddings == output projection
+    share_embeddings: bool = False  # encoder and decoder embeddings are one matrix (needs tokenizer.joint)
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast dtype; fp16 only on CUDA
+    threads: int = 0  # CPU intra-op threads (0 = torch's default)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "plateau", "inverse_sqrt"] = "plateau"
+    warmup_steps: int = 0
+    plateau_factor: float = 0.5  # plateau: multiply the lr by this when validation stops improving ...
+    plateau_patience: int = 1  # ... for this many validations in a row
+    min_lr: float = 1e-5
+    clip_norm: float = 1.0  # 0 = no clipping
+    label_smoothing: float = 0.1
+    batch_tokens: int = 4096  # target tokens per batch (padding included)
+    max_steps: int = 0  # 0 = no limit
+    max_epochs: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # wall-clock training budget (0 = no limit); validation time counts
+    valid_every: int = 500  # steps between validations (and checkpoints)
+    valid_metric: Literal["bleu", "loss"] = "bleu"
+    early_stopping: int = 0  # stop after this many validations without improvement (0 = never)
+    decode_max_ratio: float = 1.5  # validation decoding stops at this many target pieces per source piece (+10)
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.batch_tokens < 1:
+            raise ConfigError(f"train.batch_tokens must be >= 1, got {self.batch_tokens}")
+        if self.valid_every < 1:
+            raise ConfigError(f"train.valid_every must be >= 1, got {self.valid_every}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+MODEL_CONFIGS: dict[str, type] = {"translation": TranslationModelConfig}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: Literal["translation"]
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: TranslationModelConfig = field(default_factory=TranslationModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.share_embeddings and not self.tokenizer.joint:
+            raise ConfigError("model.share_embeddings needs tokenizer.joint: true (one vocabulary for both sides)")
+        if self.train.precision == "fp16" and not self.train.device.startswith("cuda"):
+            raise ConfigError("train.precision fp16 needs train.device: cuda; on a CPU use bf16 or fp32")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply dotted `key=value` overrides, validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    return recipe_from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`train.max_steps=200` -> raw["train"]["max_steps"] = 200 (the value is parsed as YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.max_steps=200")
+    *sections, leaf = key.strip().split(".")
+    node = raw
+    for s in sections:
+        node = node.setdefault(s, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {s!r} is not a section")
+    node[leaf] = yaml.safe_load(value) if value.strip() else ""
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    task = raw.get("task", "translation")
+    if task not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {sorted(MODEL_CONFIGS)}")
+    types_ = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": MODEL_CONFIGS[task], "train": TrainConfig}
+    _check_keys(raw, ["name", "task", *types_], prefix="")
+    sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in types_.items()}
+    return Recipe(name=str(raw["name"]), task=task, **sections)
+
+
+def _check_keys(given: dict[str, Any], valid: list[str], prefix: str) -> None:
+    for key in given:
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown key '{prefix}{key}'{hint}")
+
+
+def _build(cls: type, values: Any, section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"section '{section}' must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(values, list(fields), prefix=f"{section}.")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type `hint`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_txt = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}{hint_txt}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+        arg = next(a for a in typing.get_args(hint) if a is not type(None))
+        return _coerce(value, arg, key)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be of type {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value

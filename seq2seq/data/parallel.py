@@ -1,0 +1,95 @@
+"""Parallel corpora as Hugging Face `datasets` tables with columns `src` and `tgt` (stripped text).
+
+Local corpora become Arrow tables; a name that is not a local corpus is read from the Hugging Face hub
+(`translation` column, as in `wmt14` / `fr-en`), which needs the internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import datasets
+
+from seq2seq.data.corpora import DataError, corpus_file, read_lines
+
+LOCAL_CORPORA = {
+    "multi30k": ("train", "val", "test_2016_flickr", "test_2017_flickr"),
+    "tatoeba": ("train", "val", "test"),
+}
+
+# Tatoeba has no split. Each *distinct English sentence* goes to one split by a hash of its text, so all the French
+# translations of a sentence land together and the split does not depend on the order of the file.
+TATOEBA_HELD_OUT_PER_MILLE = {"val": 15, "test": 15}
+
+
+def load_parallel(corpus: str, split: str, src_lang: str, tgt_lang: str, hub_config: str = "") -> datasets.Dataset:
+    if corpus == "multi30k":
+        _check_split(corpus, split)
+        src = corpus_file("multi30k", f"{split}.{src_lang}")
+        tgt = corpus_file("multi30k", f"{split}.{tgt_lang}")
+        return datasets.Dataset.from_dict(dict(zip(("src", "tgt"), read_aligned(src, tgt))))
+    if corpus == "tatoeba":
+        _check_split(corpus, split)
+        return datasets.Dataset.from_dict(tatoeba_split(corpus_file("tatoeba-fra-eng", "fra.txt"), split, src_lang))
+    return _load_hub(corpus, hub_config, split, src_lang, tgt_lang)
+
+
+def _check_split(corpus: str, split: str) -> None:
+    if split not in LOCAL_CORPORA[corpus]:
+        raise DataError(f"corpus {corpus!r} has no split {split!r}; its splits are {', '.join(LOCAL_CORPORA[corpus])}")
+
+
+def read_aligned(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(
+            f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+            "line i of one must translate line i of the other"
+        )
+    return src, tgt
+
+
+def tatoeba_split(path: Path, split: str, src_lang: str) -> dict[str, list[str]]:
+    """The `split` part of Tatoeba's `English<TAB>French` file, split by distinct English sentence."""
+    src, tgt = [], []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{path}, line {number}: expected 'English<TAB>French', got {line[:80]!r}")
+        en, fr = fields[0].strip(), fields[1].strip()
+        if _tatoeba_bucket(en) == split:
+            src.append(en if src_lang == "en" else fr)
+            tgt.append(fr if src_lang == "en" else en)
+    return {"src": src, "tgt": tgt}
+
+
+def _tatoeba_bucket(english: str) -> str:
+    h = int.from_bytes(hashlib.sha1(english.encode("utf-8")).digest()[:4], "big") % 1000
+    if h < TATOEBA_HELD_OUT_PER_MILLE["val"]:
+        return "val"
+    if h < TATOEBA_HELD_OUT_PER_MILLE["val"] + TATOEBA_HELD_OUT_PER_MILLE["test"]:
+        return "test"
+    return "train"
+
+
+def _load_hub(name: str, config: str, split: str, src_lang: str, tgt_lang: str) -> datasets.Dataset:
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split)
+    except Exception as e:  # noqa: BLE001 - the hub raises many kinds; all mean "cannot get it"
+        raise DataError(
+            f"{name!r} is neither a local corpus ({', '.join(LOCAL_CORPORA)}) nor a loadable Hugging Face dataset "
+            f"({type(e).__name__}: {e})"
+        ) from None
+    if "translation" not in ds.column_names:
+        raise DataError(f"hub dataset {name!r} has no 'translation' column (columns: {ds.column_names})")
+
+    def to_pair(batch: dict) -> dict:
+        return {
+            "src": [t[src_lang].strip() for t in batch["translation"]],
+            "tgt": [t[tgt_lang].strip() for t in batch["translation"]],
+        }
+
+    return ds.map(to_pair, batched=True, remove_columns=ds.column_names)

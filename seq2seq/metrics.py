@@ -1,0 +1,35 @@
+"""Scores with signatures: sacreBLEU BLEU and chrF (cased, detokenized, as the field reports them)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import sacrebleu
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str
+    value: float
+    signature: str
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value:.2f}   ({self.signature})"
+
+
+def bleu(hypotheses: list[str], references: list[list[str]], lowercase: bool = False) -> Score:
+    """references: one list per reference set, each aligned with `hypotheses`."""
+    metric = sacrebleu.metrics.BLEU(lowercase=lowercase)
+    result = metric.corpus_score(hypotheses, references)
+    return Score("BLEU", result.score, str(metric.get_signature()))
+
+
+def chrf(hypotheses: list[str], references: list[list[str]]) -> Score:
+    metric = sacrebleu.metrics.CHRF()
+    result = metric.corpus_score(hypotheses, references)
+    return Score("chrF", result.score, str(metric.get_signature()))
+
+
+def perplexity(nll_sum: float, count: int) -> float:
+    return math.exp(min(nll_sum / max(count, 1), 50.0))

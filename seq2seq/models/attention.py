@@ -1,0 +1,45 @@
+"""Attention over encoder states, for one decoder step or for all steps at once.
+
+Scores (q: decoder state, k: encoder state):
+    bahdanau  v^T tanh(W_q q + W_k k)        (additive; Bahdanau et al. 2015)
+    luong     q^T W k                        ("general"; Luong et al. 2015)
+The key projections do not depend on the query, so `project_keys` runs once per sentence, not once per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+KINDS = ("bahdanau", "luong")
+
+
+class Attention(nn.Module):
+    def __init__(self, kind: str, query_size: int, key_size: int, attention_size: int) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown attention {kind!r}; choose one of {', '.join(KINDS)}")
+        self.kind = kind
+        if kind == "bahdanau":
+            self.key_proj = nn.Linear(key_size, attention_size, bias=False)
+            self.query_proj = nn.Linear(query_size, attention_size, bias=True)
+            self.v = nn.Linear(attention_size, 1, bias=False)
+        else:
+            self.key_proj = nn.Linear(key_size, query_size, bias=False)
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        """memory (B, S, K) -> keys (B, S, A) for bahdanau, (B, S, Q) for luong."""
+        return self.key_proj(memory)
+
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query (B, Tq, Q), keys from `project_keys`, memory (B, S, K), mask (B, S) True at real tokens
+        -> context (B, Tq, K), weights (B, Tq, S) in float32."""
+        if self.kind == "bahdanau":
+            q = self.query_proj(query).unsqueeze(2)  # (B, Tq, 1, A)
+            scores = self.v(torch.tanh(q + keys.unsqueeze(1))).squeeze(-1)  # (B, Tq, S)
+        else:
+            scores = torch.bmm(query, keys.transpose(1, 2))  # (B, Tq, S)
+        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        context = torch.bmm(weights.to(memory.dtype), memory)  # (B, Tq, K)
+        return context, weights

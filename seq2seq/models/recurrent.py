@@ -1,0 +1,178 @@
+"""The shared recurrent core: a stack of LSTM (default), GRU, plain RNN or peephole-LSTM layers.
+
+Translation, language modelling and regression all run on `Recurrent`. LSTM, GRU and RNN layers are torch's fused
+kernels (oneDNN on CPU, cuDNN on GPU), which run in bf16 under autocast; the peephole LSTM (Gers & Schmidhuber 2000),
+which no fused kernel offers, is a readable loop over time.
+
+State is a list with one entry per layer: `(h, c)` for LSTM and peephole layers, `(h,)` for GRU and RNN layers,
+each tensor shaped (D, B, H) where D is 2 for a bidirectional layer. Layers may differ in size (the S&P 500 lab
+stacks 50 and then 100 units).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+CELLS = ("lstm", "gru", "rnn", "peephole")
+State = list[tuple[Tensor, ...]]
+
+
+def select_state(state: State, index: Tensor) -> State:
+    """Reorder/select batch entries (dim 1) of every tensor in a state, e.g. for beam search."""
+    return [tuple(t.index_select(1, index) for t in layer) for layer in state]
+
+
+def detach_state(state: State) -> State:
+    return [tuple(t.detach() for t in layer) for layer in state]
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence of (B, T, ...) within its length; padding stays at the end.
+
+    lengths [3, 2], x = [[a b c], [d e _]]  ->  [[c b a], [e d _]]
+    """
+    B, T = x.shape[:2]
+    t = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+    lens = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    index = torch.where(t < lens, lens - 1 - t, t)  # (B, T)
+    return x.gather(1, index.view(B, T, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+class PeepholeLSTM(nn.Module):
+    """One LSTM layer whose gates also see the cell (Gers & Schmidhuber 2000):
+
+    i = σ(W_i x + U_i h + p_i ⊙ c_{t-1} + b_i)      c_t = f ⊙ c_{t-1} + i ⊙ tanh(W_g x + U_g h + b_g)
+    f = σ(W_f x + U_f h + p_f ⊙ c_{t-1} + b_f)      o   = σ(W_o x + U_o h + p_o ⊙ c_t + b_o),   h_t = o ⊙ tanh(c_t)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.hidden_size, self.directions = hidden_size, 2 if bidirectional else 1
+        D, H = self.directions, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(D, 4 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(D, 4 * H, H))
+        self.bias = nn.Parameter(torch.zeros(D, 4 * H))
+        self.peephole = nn.Parameter(torch.zeros(D, 3, H))  # p_i, p_f, p_o
+        bound = 1 / math.sqrt(H)
+        nn.init.uniform_(self.weight_ih, -bound, bound)
+        nn.init.uniform_(self.weight_hh, -bound, bound)
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        B, T, _ = x.shape
+        H = self.hidden_size
+        if state is None:
+            zeros = x.new_zeros(self.directions, B, H)
+            state = (zeros, zeros)
+        lengths = lengths if lengths is not None else torch.full((B,), T, dtype=torch.long)
+        mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).to(x.device, x.dtype)  # (B, T)
+        outputs, finals_h, finals_c = [], [], []
+        for d in range(self.directions):
+            seq = x if d == 0 else reverse_padded(x, lengths)
+            gates_x = F.linear(seq, self.weight_ih[d], self.bias[d])  # (B, T, 4H), all steps at once
+            h, c = state[0][d], state[1][d]
+            p_i, p_f, p_o = self.peephole[d]
+            out = []
+            for t in range(T):
+                gi, gf, gg, go = (gates_x[:, t] + h @ self.weight_hh[d].T).chunk(4, dim=-1)
+                c_new = torch.sigmoid(gf + p_f * c) * c + torch.sigmoid(gi + p_i * c) * torch.tanh(gg)
+                h_new = torch.sigmoid(go + p_o * c_new) * torch.tanh(c_new)
+                m = mask[:, t : t + 1]  # padding steps keep the state and output zeros
+                h, c = m * h_new + (1 - m) * h, m * c_new + (1 - m) * c
+                out.append(m * h_new)
+            out = torch.stack(out, dim=1)
+            outputs.append(out if d == 0 else reverse_padded(out, lengths))
+            finals_h.append(h)
+            finals_c.append(c)
+        return torch.cat(outputs, dim=-1), (torch.stack(finals_h), torch.stack(finals_c))
+
+
+class Recurrent(nn.Module):
+    """Stacked recurrent layers, batch first: (B, T, input_size) -> (B, T, D * hidden_sizes[-1]).
+
+    With `lengths`, fused layers run on packed sequences, so padding never enters the state and a bidirectional
+    layer's backward pass starts at each sentence's real end.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_sizes: Sequence[int],
+        cell: str = "lstm",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+        self.cell, self.dropout = cell, dropout
+        self.directions = 2 if bidirectional else 1
+        self.hidden_sizes = list(hidden_sizes)
+        self.layers = nn.ModuleList()
+        size = input_size
+        for hidden in self.hidden_sizes:
+            if cell == "peephole":
+                layer = PeepholeLSTM(size, hidden, bidirectional)
+            else:
+                fused = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+                layer = fused(size, hidden, batch_first=True, bidirectional=bidirectional)
+            self.layers.append(layer)
+            size = hidden * self.directions
+        self.output_size = size
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Orthogonal recurrent weights (per gate block), forget-gate bias 1 for LSTM layers."""
+        for layer in self.layers:
+            for name, p in layer.named_parameters():
+                if "weight_hh" in name:
+                    for block in p.data.view(-1, p.shape[-1]).split(p.shape[-1]):
+                        nn.init.orthogonal_(block)
+                elif "bias" in name and isinstance(layer, nn.LSTM):
+                    H = p.shape[0] // 4
+                    p.data.zero_()
+                    if "bias_ih" in name:
+                        p.data[H : 2 * H] = 1.0  # gate order i, f, g, o: bias_ih + bias_hh = 1 for f
+                elif "bias" in name and isinstance(layer, PeepholeLSTM):
+                    H = p.shape[-1] // 4
+                    p.data.zero_()
+                    p.data[:, H : 2 * H] = 1.0
+
+    def forward(
+        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """x (B, T, I), lengths (B,) on the CPU or None -> output (B, T, D*H_last), new state."""
+        T = x.shape[1]
+        packed = lengths is not None and self.cell != "peephole"
+        h: Tensor | PackedSequence = (
+            pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False) if packed else x
+        )
+        new_state: State = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0:
+                h = _dropout(h, self.dropout, self.training)
+            layer_state = None if state is None else state[i]
+            if self.cell == "peephole":
+                h, s = layer(h, layer_state, lengths)
+            elif self.cell == "lstm":
+                h, s = layer(h, layer_state)
+            else:
+                h, s = layer(h, None if layer_state is None else layer_state[0])
+                s = (s,)
+            new_state.append(s if isinstance(s, tuple) else tuple(s))
+        if packed:
+            h, _ = pad_packed_sequence(h, batch_first=True, total_length=T)
+        return h, new_state
+
+
+def _dropout(h: Tensor | PackedSequence, p: float, training: bool) -> Tensor | PackedSequence:
+    if isinstance(h, PackedSequence):
+        return h._replace(data=F.dropout(h.data, p, training))
+    return F.dropout(h, p, training)

@@ -1,0 +1,154 @@
+"""LSTM encoder-decoder with attention.
+
+    encoder: embeddings -> Recurrent (bidirectional, packed)                   memory (B, S, D*He)
+    decoder: y_{t-1} [+ o_{t-1} with input feeding] -> Recurrent -> h_t         (B, Hd)
+             context c_t = attention(h_t, memory);  o_t = tanh(W [h_t; c_t])   (B, O)
+             p(y_t | y_<t, x) = softmax(W_out o_t)
+
+With input feeding off, h_t does not depend on o_{t-1}, so teacher forcing runs the decoder over the whole target
+in one fused call and attends for all steps at once (`forward`'s fast path). Search uses the step contract:
+`encode(src, lengths) -> DecoderState`, `decode_step(tokens, state) -> (log_probs, state, attention)` and
+`state.select(index)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seq2seq.data.batching import Batch
+from seq2seq.losses import token_nll
+from seq2seq.models.attention import Attention
+from seq2seq.models.recurrent import Recurrent, State, select_state
+from seq2seq.tokenizer import PAD
+
+
+@dataclass
+class DecoderState:
+    rnn: State  # per decoder layer, tensors (1, B, Hd)
+    feed: Tensor | None  # (B, O) the previous attentional output (input feeding), else None
+    memory: Tensor  # (B, S, D*He) encoder outputs
+    keys: Tensor  # (B, S, A) attention key projections of memory
+    mask: Tensor  # (B, S) True at real source tokens
+
+    def select(self, index: Tensor) -> DecoderState:
+        """Keep/reorder batch entries: state.select(tensor([0, 0, 2])) duplicates sentence 0 and drops 1."""
+        return DecoderState(
+            rnn=select_state(self.rnn, index),
+            feed=None if self.feed is None else self.feed.index_select(0, index),
+            memory=self.memory.index_select(0, index),
+            keys=self.keys.index_select(0, index),
+            mask=self.mask.index_select(0, index),
+        )
+
+
+class Seq2Seq(nn.Module):
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        embedding_size: int = 256,
+        encoder_hidden: int = 256,
+        encoder_layers: int = 2,
+        bidirectional: bool = True,
+        decoder_hidden: int = 512,
+        decoder_layers: int = 2,
+        cell: str = "lstm",
+        attention: str = "bahdanau",
+        input_feeding: bool = True,
+        tie_embeddings: bool = False,
+        share_embeddings: bool = False,
+        dropout: float = 0.3,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if share_embeddings and src_vocab != tgt_vocab:
+            raise ValueError(f"share_embeddings needs one vocabulary, got {src_vocab} and {tgt_vocab} entries")
+        self.cell, self.input_feeding, self.label_smoothing = cell, input_feeding, label_smoothing
+        self.src_embed = nn.Embedding(src_vocab, embedding_size, padding_idx=PAD)
+        self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab, embedding_size, padding_idx=PAD)
+        self.encoder = Recurrent(embedding_size, [encoder_hidden] * encoder_layers, cell, bidirectional, dropout)
+        memory_size = self.encoder.output_size
+        self.output_size = embedding_size if tie_embeddings else decoder_hidden
+        feed_size = self.output_size if input_feeding else 0
+        self.decoder = Recurrent(embedding_size + feed_size, [decoder_hidden] * decoder_layers, cell, False, dropout)
+        self.bridge = nn.Linear(memory_size, decoder_hidden)
+        self.attention = Attention(attention, decoder_hidden, memory_size, decoder_hidden)
+        self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
+        self.generator = nn.Linear(self.output_size, tgt_vocab, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # ordered: a set would make init random
+            nn.init.uniform_(emb.weight, -0.1, 0.1)
+            emb.weight.data[PAD].zero_()
+        if tie_embeddings:
+            self.generator.weight = self.tgt_embed.weight
+
+    # ------------------------------------------------------------------------------------------------ encoder
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """src (B, S), src_lengths (B,) -> the decoder's initial state, holding the encoder's memory."""
+        memory, _ = self.encoder(self.dropout(self.src_embed(src)), lengths=src_lengths)  # (B, S, D*He)
+        B, S, _ = memory.shape
+        lengths = src_lengths.to(src.device)
+        mask = torch.arange(S, device=src.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
+        # Summary of the sentence: forward direction at the last real token, backward direction at the first.
+        last = memory[torch.arange(B, device=src.device), lengths - 1]  # (B, D*He)
+        if self.encoder.directions == 2:
+            half = memory.shape[-1] // 2
+            last = torch.cat([last[:, :half], memory[:, 0, half:]], dim=-1)
+        h0 = torch.tanh(self.bridge(last)).unsqueeze(0)  # (1, B, Hd)
+        layer_state = (h0, h0) if self.cell in ("lstm", "peephole") else (h0,)
+        feed = memory.new_zeros(B, self.output_size) if self.input_feeding else None
+        return DecoderState(
+            rnn=[layer_state] * len(self.decoder.layers),
+            feed=feed,
+            memory=memory,
+            keys=self.attention.project_keys(memory),
+            mask=mask,
+        )
+
+    # ------------------------------------------------------------------------------------------------ decoder
+
+    def _attend(self, h: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        """h (B, T, Hd) -> attentional output o (B, T, O), weights (B, T, S)."""
+        context, weights = self.attention(h, state.keys, state.memory, state.mask)
+        o = torch.tanh(self.combine(torch.cat([h, context.to(h.dtype)], dim=-1)))
+        return self.dropout(o), weights
+
+    def _step(self, emb: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
+        """emb (B, E) -> o (B, O), next state, attention weights (B, S)."""
+        x = emb if state.feed is None else torch.cat([emb, state.feed.to(emb.dtype)], dim=-1)
+        h, rnn = self.decoder(x.unsqueeze(1), state.rnn)  # (B, 1, Hd)
+        o, weights = self._attend(h, state)
+        o = o.squeeze(1)
+        feed = o if self.input_feeding else None
+        return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask), weights.squeeze(1)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S), tgt_in (B, T) -> logits (B, T, V)."""
+        state = self.encode(src, src_lengths)
+        emb = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
+        if not self.input_feeding:  # fast path: one fused recurrent call, attention for all steps at once
+            h, _ = self.decoder(emb, state.rnn)  # (B, T, Hd)
+            o, _ = self._attend(h, state)
+        else:
+            outputs = []
+            for t in range(emb.shape[1]):
+                o_t, state, _ = self._step(emb[:, t], state)
+                outputs.append(o_t)
+            o = torch.stack(outputs, dim=1)  # (B, T, O)
+        return self.generator(o)
+
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
+        """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S)."""
+        o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
+        return F.log_softmax(self.generator(o).float(), dim=-1), state, weights
+
+    def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
+        """Summed token NLL (label-smoothed in training) and the number of target tokens."""
+        logits = self(batch.src, batch.src_lengths, batch.tgt_in)
+        smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
+        return token_nll(logits, batch.tgt_out, smoothing)

@@ -1,0 +1,39 @@
+"""PNG figures of training runs (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
+    """Training loss and validation loss / main score against the step, from metrics.jsonl."""
+    if not metrics_path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    scores = [k for k in ("bleu", "ppl", "rmse") if valid and k in valid[0]]
+    fig, axes = plt.subplots(1, 1 + len(scores), figsize=(6 + 5 * len(scores), 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (per token)", lw=1)
+    if valid and "valid_loss" in valid[0]:
+        ax.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    for ax, key in zip(axes[0][1:], scores):
+        ax.plot([r["step"] for r in valid], [r[key] for r in valid], "o-", color="C2")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"validation {key}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,209 @@
+"""The task-agnostic training loop: autocast, clip, step, schedule, validate, checkpoint, resume.
+
+It knows a model only by `model.loss(batch) -> (summed loss, count)`, data only by
+`data.epoch(epoch, start) -> iterator of (index in epoch, batch)` and validation only by `evaluate(model) -> dict`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from seq2seq import checkpoint
+from seq2seq.config import TrainConfig
+from seq2seq.plots import plot_curves
+
+
+@dataclass
+class Progress:
+    """Everything besides the weights that a resumed run needs to continue exactly where it stopped."""
+
+    step: int = 0
+    epoch: int = 1
+    batch_in_epoch: int = 0  # batches of `epoch` already trained on
+    best: float | None = None
+    bad_validations: int = 0  # validations in a row without improvement
+    lr_scale: float = 1.0  # plateau decay so far
+    elapsed: float = 0.0  # wall-clock seconds of training and validation so far
+
+
+def learning_rate(step: int, cfg: TrainConfig, lr_scale: float = 1.0) -> float:
+    """A pure function of the step (and of the plateau decay so far)."""
+    warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    if cfg.schedule == "inverse_sqrt" and step > cfg.warmup_steps:
+        warm = math.sqrt(max(cfg.warmup_steps, 1) / step)
+    return max(cfg.lr * warm * lr_scale, min(cfg.min_lr, cfg.lr))
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@contextmanager
+def stop_requests() -> Iterator[list[bool]]:
+    """The first Ctrl-C or SIGTERM asks the loop to save and stop after the current step; a second one aborts."""
+    flag = [False]
+
+    def handler(signum, frame):
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+        tqdm.write(f"signal {signum}: finishing this step, saving last.pt, then stopping (again to abort)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data,
+        evaluate: Callable[[torch.nn.Module], dict[str, float]],
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        device: torch.device,
+        extra: dict[str, Any],
+        is_main: bool = True,
+    ) -> None:
+        self.model, self.optimizer, self.data, self.evaluate, self.cfg = model, optimizer, data, evaluate, cfg
+        self.run_dir, self.device, self.extra, self.is_main = Path(run_dir), device, extra, is_main
+        self.progress = Progress()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.higher_is_better = cfg.valid_metric != "loss"
+
+    # ---------------------------------------------------------------------------------------------- the loop
+
+    def fit(self) -> Progress:
+        cfg, p = self.cfg, self.progress
+        self.model.train()
+        start, tokens, loss_sum, loss_count, window_start = time.time() - p.elapsed, 0, 0.0, 0, time.time()
+        bar = tqdm(total=cfg.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True, disable=not self.is_main)
+        stop_reason = ""
+        with stop_requests() as stop:
+            while not stop_reason:
+                for index, batch in self.data.epoch(p.epoch, start=p.batch_in_epoch):
+                    lr = learning_rate(p.step + 1, cfg, p.lr_scale)
+                    loss, count = self.train_step(batch, lr)
+                    p.step, p.batch_in_epoch = p.step + 1, index
+                    tokens, loss_sum, loss_count = tokens + count, loss_sum + loss, loss_count + count
+                    bar.update(1)
+                    if p.step % cfg.log_every == 0 or p.step % cfg.valid_every == 0:
+                        rate = tokens / max(time.time() - window_start, 1e-9)
+                        bar.set_postfix(loss=f"{loss_sum / loss_count:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+                        self.log(kind="train", step=p.step, epoch=p.epoch, loss=loss_sum / loss_count, lr=lr,
+                                 tokens_per_s=rate)
+                        tokens, loss_sum, loss_count = 0, 0.0, 0
+                    p.elapsed = time.time() - start
+                    stop_reason = self.limit_reached(stop[0])
+                    if stop[0]:  # save at once; validating could take minutes
+                        self.save("last.pt") if self.is_main else None
+                    elif p.step % cfg.valid_every == 0 or stop_reason:
+                        stop_reason = self.validate_and_save() or stop_reason
+                    if p.step % cfg.log_every == 0 or p.step % cfg.valid_every == 0:
+                        window_start = time.time()  # tokens/s excludes validation time
+                    if stop_reason:
+                        break
+                else:  # the epoch ran out
+                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                    if cfg.max_epochs and p.epoch > cfg.max_epochs:
+                        stop_reason = f"max_epochs={cfg.max_epochs} reached"
+                        if p.step % cfg.valid_every != 0:
+                            self.validate_and_save()
+        bar.close()
+        if self.is_main:
+            tqdm.write(f"stopped at step {p.step}: {stop_reason}; best {cfg.valid_metric} {p.best}")
+            plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+        return p
+
+    def train_step(self, batch, lr: float) -> tuple[float, int]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.cfg.precision):
+            loss_sum, count = self.model.loss(batch.to(self.device))
+        self.scaler.scale(loss_sum / max(count, 1)).backward()
+        if self.cfg.clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss_sum.detach()), count
+
+    def limit_reached(self, stop_requested: bool) -> str:
+        cfg, p = self.cfg, self.progress
+        if stop_requested:
+            return "stopped by a signal (resume with --resume)"
+        if cfg.max_steps and p.step >= cfg.max_steps:
+            return f"max_steps={cfg.max_steps} reached"
+        if cfg.max_minutes and p.elapsed >= cfg.max_minutes * 60:
+            return f"max_minutes={cfg.max_minutes} reached"
+        return ""
+
+    # ----------------------------------------------------------------------------------- validate and save
+
+    def validate_and_save(self) -> str:
+        """Validate, keep best.pt and last.pt, adjust the plateau schedule; return a reason to stop, or ''."""
+        cfg, p = self.cfg, self.progress
+        self.model.eval()
+        with autocast(self.device, cfg.precision):
+            metrics = self.evaluate(self.model)
+        self.model.train()
+        value = metrics[cfg.valid_metric]
+        improved = p.best is None or (value > p.best if self.higher_is_better else value < p.best)
+        if improved:
+            p.best, p.bad_validations = value, 0
+        else:
+            p.bad_validations += 1
+            if cfg.schedule == "plateau" and p.bad_validations % cfg.plateau_patience == 0:
+                p.lr_scale *= cfg.plateau_factor
+        self.log(kind="valid", step=p.step, epoch=p.epoch, elapsed=round(p.elapsed, 1), best=improved, **metrics)
+        shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        if self.is_main:
+            tqdm.write(f"step {p.step} epoch {p.epoch}: {shown}{'  (best)' if improved else ''}")
+            self.save("last.pt")
+            if improved:
+                self.save("best.pt")
+        if cfg.early_stopping and p.bad_validations >= cfg.early_stopping:
+            return f"no improvement in {p.bad_validations} validations (early stopping)"
+        return ""
+
+    def save(self, name: str) -> None:
+        checkpoint.save(
+            self.run_dir / name,
+            {
+                **self.extra,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "trainer": asdict(self.progress),
+                "rng": {"torch": torch.get_rng_state()},
+            },
+        )
+
+    def resume(self, path: str | Path) -> None:
+        state = checkpoint.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["trainer"])
+        torch.set_rng_state(state["rng"]["torch"])
+
+    def log(self, **record: Any) -> None:
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")

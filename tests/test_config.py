@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from seq2seq.config import ConfigError, load_recipe
+
+from .conftest import ROOT
+
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_shipped_recipe_loads_and_accepts_max_steps(path):
+    recipe = load_recipe(path, ["train.max_steps=3"])
+    assert recipe.train.max_steps == 3
+    assert recipe.name == path.stem
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_recipe_key_has_a_comment(path):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if ":" in line and not line.lstrip().startswith("#") and line.startswith("  "):
+            assert "#" in line, f"{path.name}:{number} has no comment: {line.strip()}"
+
+
+def test_misspelled_key_names_the_nearest_valid_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'model.hiden_size'.*did you mean 'model\.\w+'") as e:
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.hiden_size=128"])
+    with pytest.raises(ConfigError, match=r"did you mean 'model.decoder_hidden'"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.decoder_hiden=128"])
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'; did you mean 'train'"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["trian.max_steps=1"])
+    assert "hiden" in str(e.value)
+
+
+def test_wrong_types_and_choices_fail_with_the_key():
+    with pytest.raises(ConfigError, match=r"train.max_steps must be of type int, got 'lots'"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["train.max_steps=lots"])
+    with pytest.raises(ConfigError, match=r"model.attention must be one of .*did you mean 'luong'"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.attention=loung"])
+    with pytest.raises(ConfigError, match=r"model.dropout must be in \[0, 1\)"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.dropout=1.5"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["max_steps"])
+
+
+def test_overrides_are_typed_and_ints_pass_as_floats():
+    r = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.lr=1", "model.decoder_hidden=128", "train.betas=[0.8, 0.9]"])
+    assert r.train.lr == 1.0 and isinstance(r.train.lr, float)
+    assert r.model.decoder_hidden == 128 and r.train.betas == (0.8, 0.9)
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="share_embeddings needs tokenizer.joint"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "tokenizer.joint=false"])
+    with pytest.raises(ConfigError, match="fp16 needs train.device: cuda"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16", "train.device=cpu"])

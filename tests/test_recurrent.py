@@ -1,0 +1,64 @@
+"""The shared core: padding never changes results, state carries, init is as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.models.recurrent import CELLS, Recurrent, reverse_padded
+
+torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_does_not_change_outputs_or_final_state(cell, bidirectional):
+    rnn = Recurrent(5, [6, 7], cell, bidirectional).eval()
+    lengths = torch.tensor([4, 2, 3])
+    x = torch.randn(3, 4, 5)
+    batched, state = rnn(x, lengths=lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone, alone_state = rnn(x[b : b + 1, :n])
+        torch.testing.assert_close(batched[b, :n], alone[0], rtol=1e-5, atol=1e-5)
+        assert torch.all(batched[b, n:] == 0)
+        for layer, alone_layer in zip(state, alone_state):
+            for t, t_alone in zip(layer, alone_layer):
+                torch.testing.assert_close(t[:, b], t_alone[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_carried_state_equals_one_long_sequence(cell):
+    rnn = Recurrent(3, [4, 4], cell).eval()
+    x = torch.randn(2, 10, 3)
+    whole, _ = rnn(x)
+    first, state = rnn(x[:, :6])
+    second, _ = rnn(x[:, 6:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_layers_of_different_sizes_like_the_sp500_lab():
+    rnn = Recurrent(1, [50, 100])
+    out, state = rnn(torch.randn(8, 50, 1))
+    assert out.shape == (8, 50, 100)
+    assert state[0][0].shape == (1, 8, 50) and state[1][1].shape == (1, 8, 100)
+
+
+def test_lstm_init_forget_bias_one_and_orthogonal_recurrent_weights():
+    rnn = Recurrent(4, [8], "lstm")
+    lstm = rnn.layers[0]
+    total = lstm.bias_ih_l0 + lstm.bias_hh_l0
+    torch.testing.assert_close(total[8:16], torch.ones(8))
+    assert torch.all(total[:8] == 0) and torch.all(total[16:] == 0)
+    for block in lstm.weight_hh_l0.split(8):
+        torch.testing.assert_close(block @ block.T, torch.eye(8), atol=1e-5, rtol=0)
+
+
+def test_reverse_padded_keeps_padding_at_the_end():
+    x = torch.tensor([[1, 2, 3], [4, 5, 0]]).unsqueeze(-1)
+    out = reverse_padded(x, torch.tensor([3, 2])).squeeze(-1)
+    assert out.tolist() == [[3, 2, 1], [5, 4, 0]]
+
+
+def test_unknown_cell_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown cell 'lstn'"):
+        Recurrent(3, [3], "lstn")

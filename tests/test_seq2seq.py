@@ -1,0 +1,92 @@
+"""Model and search properties: teacher forcing == step-by-step, batched == one by one, padding-invariant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq import search
+from seq2seq.data.batching import collate, pad
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.tokenizer import BOS
+
+V = 17
+
+
+def model(**kw) -> Seq2Seq:
+    torch.manual_seed(0)
+    args = dict(embedding_size=8, encoder_hidden=6, encoder_layers=2, decoder_hidden=10, decoder_layers=2, dropout=0.0)
+    return Seq2Seq(V, V, **{**args, **kw}).eval()
+
+
+def sentences(n: int, lo: int = 2, hi: int = 7, seed: int = 1) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(4, V, (int(torch.randint(lo, hi, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+
+
+VARIANTS = [
+    dict(attention="bahdanau", input_feeding=True),
+    dict(attention="luong", input_feeding=False),
+    dict(attention="luong", input_feeding=True, tie_embeddings=True),
+    dict(attention="bahdanau", input_feeding=False, cell="gru"),
+    dict(attention="luong", input_feeding=True, cell="peephole", share_embeddings=True),
+    dict(attention="bahdanau", input_feeding=False, cell="rnn", bidirectional=False),
+]
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_teacher_forced_forward_equals_step_by_step_decoding(kw):
+    m = model(**kw)
+    batch = collate(sentences(4), sentences(4, seed=2))
+    with torch.no_grad():
+        logits = m(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+        state = m.encode(batch.src, batch.src_lengths)
+        for t in range(batch.tgt_in.shape[1]):
+            log_probs, state, _ = m.decode_step(batch.tgt_in[:, t], state)
+            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_batched_greedy_equals_one_sentence_at_a_time(kw):
+    m = model(**kw)
+    src = sentences(6)
+    batched = search.greedy(m, pad(src), torch.tensor([len(s) for s in src]))
+    for s, hyp in zip(src, batched):
+        alone = search.greedy(m, pad([s]), torch.tensor([len(s)]))
+        assert alone[0] == hyp
+
+
+def test_padding_does_not_change_the_loss():
+    m = model()
+    src, tgt = sentences(5), sentences(5, seed=3)
+    total, count = m.loss(collate(src, tgt))
+    parts = [m.loss(collate([s], [t])) for s, t in zip(src, tgt)]
+    torch.testing.assert_close(total, sum(p[0] for p in parts), rtol=1e-4, atol=1e-4)
+    assert count == sum(p[1] for p in parts) == sum(len(t) + 1 for t in tgt)
+
+
+def test_greedy_respects_the_length_limit_and_strips_specials():
+    m = model()
+    src = sentences(3)
+    out = search.greedy(m, pad(src), torch.tensor([len(s) for s in src]), max_len_ratio=0.5)
+    for s, hyp in zip(src, out):
+        assert len(hyp) <= int(len(s) * 0.5) + 10
+        assert BOS not in hyp
+
+
+def test_attention_ignores_padding():
+    m = model(attention="bahdanau")
+    state = m.encode(pad([[5, 6, 7], [8, 9]]), torch.tensor([3, 2]))
+    _, _, weights = m.decode_step(torch.tensor([BOS, BOS]), state)
+    assert weights[1, 2] == 0
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
+
+
+def test_bf16_autocast_matches_fp32_on_a_small_case():
+    m = model(attention="luong", input_feeding=False)
+    batch = collate(sentences(8), sentences(8, seed=4))
+    with torch.no_grad():
+        fp32, n = m.loss(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16, _ = m.loss(batch)
+    assert abs(float(bf16) - float(fp32)) / float(fp32) < 0.02
