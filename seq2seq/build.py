@@ -12,8 +12,20 @@ import yaml
 from seq2seq import checkpoint
 from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.batching import PairBatches
+from seq2seq.data.corpora import corpus_file
 from seq2seq.data.parallel import load_parallel
+from seq2seq.data.series import (
+    Scaler,
+    Series,
+    Split,
+    WindowBatches,
+    chronological_split,
+    load_series,
+    to_tensors,
+    windows,
+)
 from seq2seq.metrics import bleu, chrf, perplexity
+from seq2seq.models.regressor import Regressor
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import Trainer
@@ -29,7 +41,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(recipe: Recipe, src_vocab: int, tgt_vocab: int) -> torch.nn.Module:
+def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch.nn.Module:
+    """The task's model; the vocabulary sizes matter to translation only."""
     m = recipe.model
     match recipe.task:
         case "translation":
@@ -38,6 +51,8 @@ def build_model(recipe: Recipe, src_vocab: int, tgt_vocab: int) -> torch.nn.Modu
                 m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
                 m.share_embeddings, m.dropout, recipe.train.label_smoothing,
             )  # fmt: skip
+        case "regression":
+            return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)
         case _:
             raise ValueError(f"no model for task {recipe.task!r}")
 
@@ -71,14 +86,26 @@ def tokenize(table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer, cache: Pat
 
 
 def build_training(recipe: Recipe, run_dir: Path, resume: bool, rank: int = 0, world: int = 1) -> Trainer:
-    """Everything `python -m seq2seq.train` needs, in order: seed, data, tokenizers, model, optimizer, trainer."""
-    d, t = recipe.data, recipe.train
+    """Everything `python -m seq2seq.train` needs: seed and threads here, then the task's data, model and trainer."""
+    t = recipe.train
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    match recipe.task:
+        case "translation":
+            return translation_training(recipe, run_dir, resume, device, rank, world)
+        case "regression":
+            return regression_training(recipe, run_dir, resume, device)
+        case _:
+            raise ValueError(f"no training for task {recipe.task!r}")
+
+
+def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, rank: int, world: int) -> Trainer:
+    """Data, tokenizers, model, optimizer and validation for translation, in that order."""
+    d, t = recipe.data, recipe.train
     train_table = load_parallel(d.corpus, d.train_split, d.src_lang, d.tgt_lang, d.hub_config)
     valid_table = load_parallel(d.corpus, d.valid_split, d.src_lang, d.tgt_lang, d.hub_config)
     if d.valid_limit:
@@ -124,11 +151,56 @@ def translation_evaluator(sources, references, valid_ids, src_tok, tgt_tok, reci
         hyps = translator.translate(sources)
         model.eval()  # Translator switched it to eval already; the trainer switches back
         return {
-            "valid_loss": total / max(count, 1),
+            "loss": total / max(count, 1),
             "ppl": perplexity(total, count),
             "bleu": bleu(hyps, [references]).value,
             "chrf": chrf(hyps, [references]).value,
         }
+
+    return evaluate
+
+
+def series_split(recipe: Recipe) -> tuple[Series, Split]:
+    """The regression recipe's series and its chronological train / valid / test rows."""
+    d = recipe.data
+    series = load_series(corpus_file(d.corpus, d.file), d.features, d.date_column, d.date_format)
+    return series, chronological_split(len(series.dates), d.test_fraction, d.valid_fraction, d.window)
+
+
+def regression_training(recipe: Recipe, run_dir: Path, resume: bool, device) -> Trainer:
+    """Series, split, a scaler fitted on the training rows only, model, optimizer and validation MSE."""
+    d, t = recipe.data, recipe.train
+    series, split = series_split(recipe)
+    scaler = Scaler.fit(d.normalisation, series.values[split.train])
+    train_x, train_y = to_tensors(windows(series.values[split.train], d.window), scaler)
+    valid_x, valid_y = to_tensors(windows(series.values[split.valid], d.window), scaler)
+    if not resume:
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    model = build_model(recipe).to(device)
+    trainer = Trainer(
+        model=model,
+        optimizer=build_optimizer(recipe, model),
+        data=WindowBatches(train_x, train_y, d.batch_size, t.seed),
+        evaluate=regression_evaluator(valid_x, valid_y, device),
+        cfg=t,
+        run_dir=run_dir,
+        device=device,
+        extra={"recipe": recipe.to_dict(), "scaler": scaler.state()},
+    )
+    if resume:
+        trainer.resume(run_dir / "last.pt")
+    return trainer
+
+
+def regression_evaluator(x: torch.Tensor, y: torch.Tensor, device):
+    """Validation MSE in normalised space, and its skill against persistence (tomorrow = today, i.e. x[:, -1, 0])."""
+    persistence_mse = float(((x[:, -1, 0] - y) ** 2).mean())
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        with torch.inference_mode():
+            pred = torch.cat([model(x[i : i + 1024].to(device)).float().cpu() for i in range(0, len(y), 1024)])
+        mse = float(((pred - y) ** 2).mean())
+        return {"loss": mse, "rmse": mse**0.5, "skill": 1 - mse / persistence_mse}
 
     return evaluate
 
@@ -155,3 +227,14 @@ def load_for_inference(
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
     precision = precision or recipe.train.precision
     return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)
+
+
+def load_regressor(run_dir: str | Path, which: str = "best") -> tuple[Recipe, Regressor, Scaler]:
+    """A trained regression run: its recipe, the model (eval mode, CPU) and the scaler fitted at training time."""
+    payload = checkpoint.load(checkpoint.find(run_dir, which))
+    recipe = recipe_from_dict(payload["recipe"])
+    if recipe.task != "regression":
+        raise checkpoint.CheckpointError(f"{run_dir} holds a {recipe.task} run, not a regression run")
+    model = build_model(recipe)
+    model.load_state_dict(payload["model"])
+    return recipe, model.eval(), Scaler.from_state(payload["scaler"])

@@ -105,26 +105,69 @@ class TrainConfig:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
-MODEL_CONFIGS: dict[str, type] = {"translation": TranslationModelConfig}
+@dataclass(frozen=True)
+class SeriesDataConfig:
+    corpus: str = "sp500"  # named corpus (seq2seq/data/corpora.py) holding the CSV
+    file: str = "sp500.csv"
+    date_column: str = "Date"
+    date_format: str = "%d-%m-%y"  # explicit: the lab's file has DD-MM-YY dates
+    features: tuple[str, ...] = ("Close",)  # CSV columns fed to the model; the first is the one predicted
+    window: int = 50  # input steps; the label is the next value of features[0]
+    test_fraction: float = 0.15  # the last rows, never used for training or model selection
+    valid_fraction: float = 0.1  # of the rows before the test span, taken from their end
+    normalisation: Literal["window", "global"] = "window"  # p_i / p_0 - 1 per window | z-score fit on train rows
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            raise ConfigError("data.features must name at least one CSV column")
+        if self.window < 2 or self.batch_size < 1:
+            raise ConfigError(f"data.window must be >= 2 and data.batch_size >= 1, got {self.window}, "
+                              f"{self.batch_size}")  # fmt: skip
+        if not 0.0 < self.test_fraction < 1.0 or not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError("data.test_fraction and data.valid_fraction must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class RegressorModelConfig:
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"
+    hidden_sizes: tuple[int, ...] = (50, 100)  # one stacked layer per entry
+    fc_size: int = 32  # the fully connected (ReLU) layer between the last recurrent state and the output
+    dropout: float = 0.0  # between recurrent layers and before the fully connected layer
+
+    def __post_init__(self) -> None:
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1 or self.fc_size < 1:
+            raise ConfigError(f"model.hidden_sizes and model.fc_size must be >= 1, got {list(self.hidden_sizes)}, "
+                              f"{self.fc_size}")  # fmt: skip
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+# Which section types each task takes; a task without a tokenizer section maps it to None.
+TASKS: dict[str, dict[str, type | None]] = {
+    "translation": {"data": DataConfig, "tokenizer": TokenizerConfig, "model": TranslationModelConfig},
+    "regression": {"data": SeriesDataConfig, "tokenizer": None, "model": RegressorModelConfig},
+}
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    task: Literal["translation"]
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: TranslationModelConfig = field(default_factory=TranslationModelConfig)
+    task: str
+    data: Any  # the task's data section (DataConfig for translation)
+    tokenizer: Any  # TokenizerConfig, or None for tasks without text
+    model: Any  # the task's model section
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.model.share_embeddings and not self.tokenizer.joint:
+        if self.task == "translation" and self.model.share_embeddings and not self.tokenizer.joint:
             raise ConfigError("model.share_embeddings needs tokenizer.joint: true (one vocabulary for both sides)")
         if self.train.precision == "fp16" and not self.train.device.startswith("cuda"):
             raise ConfigError("train.precision fp16 needs train.device: cuda; on a CPU use bf16 or fp32")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values that `recipe_from_dict` reads back; sections a task does not have (None) are left out."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -163,11 +206,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     task = raw.get("task", "translation")
-    if task not in MODEL_CONFIGS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {sorted(MODEL_CONFIGS)}")
-    types_ = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": MODEL_CONFIGS[task], "train": TrainConfig}
-    _check_keys(raw, ["name", "task", *types_], prefix="")
-    sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in types_.items()}
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    types_ = {**TASKS[task], "train": TrainConfig}
+    _check_keys(raw, ["name", "task", *(k for k, v in types_.items() if v is not None)], prefix="")
+    sections = {name: _build(cls, raw.get(name) or {}, name) if cls else None for name, cls in types_.items()}
     return Recipe(name=str(raw["name"]), task=task, **sections)
 
 
@@ -207,6 +250,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _coerce(value, arg, key)
     if origin is tuple:
         args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: any non-empty length
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ConfigError(f"{key} must be a non-empty list, got {value!r}")
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))

@@ -22,8 +22,8 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 1 + len(scores), figsize=(6 + 5 * len(scores), 4), squeeze=False)
     ax = axes[0][0]
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (per token)", lw=1)
-    if valid and "valid_loss" in valid[0]:
-        ax.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation loss")
+    if valid and "loss" in valid[0]:
+        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="validation loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -35,5 +35,49 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_forecast(dates, actual, predicted: dict, title: str, out_path: Path) -> Path:
+    """A series (dates (M,), actual (M,)) with one or more predicted lines over it, like the lab's figures."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(dates, actual, color="0.3", lw=1.2, label="actual")
+    for i, (label, values) in enumerate(predicted.items()):
+        ax.plot(dates, values, color=f"C{i + 1}", lw=1, label=label)
+    ax.set_title(title)
+    ax.set_ylabel("close (index points)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def plot_fans(dates, actual, fans: list, title: str, out_path: Path) -> Path:
+    """The actual series and each fan [(offset into dates, predicted values)] drawn from where it starts."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(dates, actual, color="0.3", lw=1.2, label="actual")
+    for k, (start, values) in enumerate(fans):
+        label = "fed-back forecasts" if k == 0 else None
+        ax.plot(dates[start : start + len(values)], values, color="C3", lw=1, label=label)
+    ax.set_title(title)
+    ax.set_ylabel("close (index points)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path

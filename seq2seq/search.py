@@ -1,17 +1,28 @@
-"""Decoding by feeding each predicted token back in.
+"""Decoding by feeding each predicted token back in: greedy, sampling and beam search.
 
-Search knows models only through the step contract (STYLE.md principle 6):
+Search knows models only through the step contract (STYLE.md principle 6), so translation models, ensembles and
+language models all decode here:
     state = model.encode(src, src_lengths)
-    log_probs, state, attention = model.decode_step(tokens, state)     # log_probs (B, V)
+    log_probs, state, attention = model.decode_step(tokens, state)     # log_probs (B, V), attention (B, S)
     state = state.select(index)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 
-from seq2seq.tokenizer import BOS, EOS, PAD
+from seq2seq.tokenizer import BOS, EOS, PAD, UNK
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS/EOS
+    score: float  # log-probability divided by the length penalty
+    log_prob: float
+    attention: list[list[float]] = field(default_factory=list)  # one row over the source per output step
 
 
 def max_lengths(src_lengths: Tensor, ratio: float, extra: int = 10) -> Tensor:
@@ -19,31 +30,182 @@ def max_lengths(src_lengths: Tensor, ratio: float, extra: int = 10) -> Tensor:
     return (src_lengths.float() * ratio).long() + extra
 
 
-@torch.inference_mode()
-def greedy(model, src: Tensor, src_lengths: Tensor, max_len_ratio: float = 1.5) -> list[list[int]]:
-    """Batched greedy decoding -> token ids per sentence, without BOS/EOS.
+def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
+    """GNMT (Wu et al. 2016): ((5 + |Y|) / 6) ** alpha; alpha = 0 means none."""
+    return ((5 + length) / 6) ** alpha
 
-    Finished sentences leave the batch (`state.select`), so long sentences do not make short ones pay.
+
+def block_ngrams(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
+    """Forbid any token that would repeat an n-gram already in each row of `history` (N, t).
+
+    history [a b c a b], n = 3: the last 2 tokens "a b" occurred before, followed by "c", so "c" is banned.
     """
+    N, t = history.shape
+    if n < 1 or t < n:
+        return log_probs
+    if n == 1:
+        return log_probs.scatter(1, history, float("-inf"))
+    windows = history.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
+    tail = history[:, t - n + 1 :].unsqueeze(1)  # (N, 1, n-1): the last n-1 tokens
+    match = (windows[:, :, :-1] == tail).all(-1)  # (N, W)
+    banned = torch.where(match, windows[:, :, -1], torch.full_like(windows[:, :, -1], PAD))
+    return log_probs.scatter(1, banned, float("-inf"))  # PAD stands for "no match": banning it costs nothing
+
+
+def _mask(log_probs: Tensor, step: int, min_length: int, ban_unk: bool) -> Tensor:
+    if step < min_length:
+        log_probs = log_probs.index_fill(1, torch.tensor([EOS], device=log_probs.device), float("-inf"))
+    if ban_unk:
+        log_probs = log_probs.index_fill(1, torch.tensor([UNK], device=log_probs.device), float("-inf"))
+    return log_probs
+
+
+def _pick(log_probs: Tensor, temperature: float, top_k: int, top_p: float, generator) -> Tensor:
+    """Argmax when temperature is 0, else a sample from the temperature / top-k / top-p filtered distribution."""
+    if temperature <= 0:
+        return log_probs.argmax(dim=-1)
+    logits = log_probs / temperature
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0 < top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+@torch.inference_mode()
+def sample(
+    model,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len_ratio: float = 1.5,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_length: int = 0,
+    ban_unk: bool = False,
+    generator: torch.Generator | None = None,
+) -> list[Hypothesis]:
+    """One hypothesis per sentence: greedy (temperature 0) or sampled. Finished sentences leave the batch."""
     state = model.encode(src, src_lengths)
     limits = max_lengths(src_lengths, max_len_ratio).to(src.device)
     B = src.shape[0]
-    results: list[list[int]] = [[] for _ in range(B)]
     alive = torch.arange(B, device=src.device)  # original index of each row still decoding
     tokens = torch.full((B,), BOS, dtype=torch.long, device=src.device)
-    steps: list[tuple[Tensor, Tensor]] = []  # (alive, token) per step, read back once at the end
+    score = torch.zeros(B, device=src.device)
+    steps: list[tuple[Tensor, Tensor, Tensor]] = []  # (alive, token, attention) per step, read back at the end
+    final = torch.zeros(B, device=src.device)
     t = 0
     while alive.numel() > 0:
-        log_probs, state, _ = model.decode_step(tokens, state)
-        tokens = log_probs.argmax(dim=-1)
-        steps.append((alive, tokens))
+        log_probs, state, attention = model.decode_step(tokens, state)
+        attention = log_probs.new_zeros(log_probs.shape[0], 0) if attention is None else attention
+        log_probs = _mask(log_probs, t, min_length, ban_unk)
+        tokens = _pick(log_probs, temperature, top_k, top_p, generator)
+        score = score + log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        steps.append((alive, tokens, attention))
         t += 1
         done = (tokens == EOS) | (limits[alive] <= t)
         if bool(done.any()):
+            final[alive[done]] = score[done]
             keep = (~done).nonzero().squeeze(1)
-            alive, tokens, state = alive[keep], tokens[keep], state.select(keep)
-    for rows, toks in steps:
-        for row, tok in zip(rows.tolist(), toks.tolist()):
-            if tok != EOS and tok != PAD:
-                results[row].append(tok)
+            alive, tokens, score, state = alive[keep], tokens[keep], score[keep], state.select(keep)
+    results = [Hypothesis([], 0.0, 0.0) for _ in range(B)]
+    for rows, toks, att in steps:
+        for row, tok, weights in zip(rows.tolist(), toks.tolist(), att.float().tolist()):
+            if tok != EOS:
+                results[row].tokens.append(tok)
+            results[row].attention.append(weights)
+    for row, value in enumerate(final.tolist()):
+        results[row].score = results[row].log_prob = value
     return results
+
+
+def greedy(model, src: Tensor, src_lengths: Tensor, max_len_ratio: float = 1.5) -> list[list[int]]:
+    """Batched greedy decoding -> token ids per sentence, without BOS/EOS."""
+    return [h.tokens for h in sample(model, src, src_lengths, max_len_ratio)]
+
+
+@torch.inference_mode()
+def beam_search(
+    model,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = 5,
+    n_best: int = 1,
+    alpha: float = 0.6,
+    max_len_ratio: float = 1.5,
+    min_length: int = 0,
+    no_repeat_ngram: int = 0,
+    ban_unk: bool = False,
+) -> list[list[Hypothesis]]:
+    """Batched beam search over sentences and beams at once -> the n best hypotheses of each sentence.
+
+    Rows are laid out sentence-major: row b * K + k is beam k of sentence b. Each step takes the 2K best
+    continuations of each sentence; those ending in EOS among the first K are finished (scored with the GNMT
+    length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, or at its
+    maximum length; done sentences leave the batch.
+    """
+    K = beam_size
+    if n_best > K:
+        raise ValueError(f"n_best ({n_best}) cannot exceed the beam size ({K})")
+    B, device = src.shape[0], src.device
+    state = model.encode(src, src_lengths).select(torch.arange(B, device=device).repeat_interleave(K))
+    limits = max_lengths(src_lengths, max_len_ratio).tolist()
+    sentence = torch.arange(B, device=device)  # original sentence of each still-active block of K rows
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # only the first beam is live at the start: the K beams would otherwise be copies
+    tokens = torch.full((B * K,), BOS, dtype=torch.long, device=device)
+    history = torch.empty((B * K, 0), dtype=torch.long, device=device)
+    attn_history: Tensor | None = None
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    t = 0
+    while sentence.numel() > 0:
+        log_probs, state, attention = model.decode_step(tokens, state)
+        attention = log_probs.new_zeros(log_probs.shape[0], 0) if attention is None else attention
+        attn_history = attention.float().unsqueeze(1) if attn_history is None else torch.cat(
+            [attn_history, attention.float().unsqueeze(1)], 1)  # fmt: skip
+        log_probs = _mask(log_probs, t, min_length, ban_unk)
+        if no_repeat_ngram:
+            log_probs = block_ngrams(log_probs, history, no_repeat_ngram)
+        active = sentence.numel()
+        V = log_probs.shape[-1]
+        candidates = (scores.view(-1, 1) + log_probs).view(active, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=-1)  # (active, 2K)
+        beam, token = top_index // V, top_index % V
+        t += 1
+        at_limit = torch.tensor([limits[s] <= t for s in sentence.tolist()], device=device)
+        # 1. finish: EOS among the first K candidates; every candidate of a sentence at its length limit
+        rank = torch.arange(top_scores.shape[1], device=device).unsqueeze(0)
+        ends = ((token == EOS) & (rank < K)) | (at_limit.unsqueeze(1) & (rank < K))
+        ends &= torch.isfinite(top_scores)
+        if bool(ends.any()):
+            rows = (torch.arange(active, device=device).unsqueeze(1) * K + beam)[ends]
+            seqs = torch.cat([history[rows], token[ends].unsqueeze(1)], 1).tolist()
+            atts = attn_history[rows].tolist()
+            for b, seq, att, lp in zip(ends.nonzero()[:, 0].tolist(), seqs, atts, top_scores[ends].tolist()):
+                out = seq[:-1] if seq[-1] == EOS else seq
+                owner = finished[int(sentence[b])]
+                if len(owner) < K:
+                    owner.append(Hypothesis(out, lp / length_penalty(len(out) + 1, alpha), lp, att))
+        # 2. continue: the K best candidates that did not end
+        go_on = top_scores.masked_fill(token == EOS, float("-inf"))
+        scores, pick = go_on.topk(K, dim=-1)  # (active, K)
+        beam, token = beam.gather(1, pick), token.gather(1, pick)
+        rows = (torch.arange(active, device=device).unsqueeze(1) * K + beam).view(-1)
+        history = torch.cat([history[rows], token.view(-1, 1)], 1)
+        attn_history = attn_history[rows]
+        tokens = token.view(-1)
+        state = state.select(rows)
+        # 3. drop sentences that are done
+        done = torch.tensor([len(finished[s]) >= K for s in sentence.tolist()], device=device) | at_limit
+        done |= ~torch.isfinite(scores).any(-1)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+            sentence, scores, tokens = sentence[keep], scores[keep], tokens[rows]
+            history, attn_history, state = history[rows], attn_history[rows], state.select(rows)
+    return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
+

@@ -53,6 +53,6 @@ def test_a_few_hundred_steps_on_multi30k_lower_the_validation_loss(real_data, tm
     )  # fmt: skip
     build_training(recipe, tmp_path / "run", resume=False).fit()
     valid = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open() if '"valid"' in line]
-    losses = [v["valid_loss"] for v in valid]
+    losses = [v["loss"] for v in valid]
     assert len(losses) == 3
     assert losses[-1] < losses[0] - 0.3, losses

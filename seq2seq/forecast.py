@@ -1,0 +1,45 @@
+"""python -m seq2seq.forecast RUN_DIR [--checkpoint best|last|FILE] [--horizon N] [--out DIR]
+
+Runs the S&P 500 lab's three forecasts on the test span of a regression run (point by point, full sequence,
+multi-sequence of N-day fans; N defaults to the window) and scores them next to persistence, drift and "always
+up" on the same windows. Writes predictions.csv, scores.json and three PNGs to DIR (default RUN_DIR/forecast) and
+prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import ConfigError
+from seq2seq.data.corpora import DataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seq2seq.forecast", description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    parser.add_argument(
+        "--horizon", type=int, default=0, help="days per multi-sequence fan (default: the window)"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/forecast)")
+    args = parser.parse_args(argv)
+    try:
+        from seq2seq.build import load_regressor, series_split
+        from seq2seq.forecasting import forecast, report
+
+        recipe, model, scaler = load_regressor(args.run_dir, args.checkpoint)
+        series, split = series_split(recipe)
+        window = recipe.data.window
+        result = forecast(model, series, split, scaler, window, args.horizon or window)
+        print(report(result, args.out or args.run_dir / "forecast"))
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Search properties on hand-built and random models: beam 1 == greedy, exact on a tiny vocabulary, batched ==
+one at a time, the length penalty formula, the minimum length, n-gram blocking, unk ban, sampling filters."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from seq2seq import search
+from seq2seq.data.batching import pad
+from seq2seq.tokenizer import BOS, EOS, PAD, UNK
+
+from .test_seq2seq import VARIANTS, model, sentences
+
+
+@dataclass
+class TableState:
+    """State of the toy model below: the tokens so far, one row per hypothesis."""
+
+    prefix: torch.Tensor  # (N, t)
+
+    def select(self, index: torch.Tensor) -> TableState:
+        return TableState(self.prefix.index_select(0, index))
+
+
+class TableModel:
+    """A 'model' whose next-token distribution is a fixed random function of the whole prefix, so the best
+    sequence can be found by brute force over every sequence."""
+
+    def __init__(self, vocab: int = 6, seed: int = 0) -> None:
+        self.vocab, self.seed = vocab, seed
+
+    def encode(self, src, src_lengths) -> TableState:
+        return TableState(torch.empty(src.shape[0], 0, dtype=torch.long))
+
+    def log_probs_after(self, prefix: tuple[int, ...]) -> torch.Tensor:
+        g = torch.Generator().manual_seed(hash((self.seed, prefix)) % (2**31))
+        logits = torch.randn(self.vocab, generator=g) * 2
+        logits[[PAD, BOS, UNK]] = float("-inf")
+        return torch.log_softmax(logits, -1)
+
+    def decode_step(self, tokens, state: TableState):
+        prefix = torch.cat([state.prefix, tokens.unsqueeze(1)], 1)
+        rows = [self.log_probs_after(tuple(p)) for p in prefix.tolist()]
+        return torch.stack(rows), TableState(prefix), None
+
+
+def brute_force_best(m: TableModel, max_len: int, alpha: float) -> tuple[list[int], float]:
+    best, best_score = None, -math.inf
+    words = range(EOS + 1, m.vocab)
+    for n in range(max_len):
+        for seq in itertools.product(words, repeat=n):
+            full = (BOS, *seq)
+            lp = sum(float(m.log_probs_after(full[: i + 1])[tok]) for i, tok in enumerate([*seq, EOS]))
+            score = lp / search.length_penalty(n + 1, alpha)
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best, best_score
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_wide_beam_finds_the_brute_force_best(alpha):
+    m = TableModel()
+    max_len = 4  # sequences of up to 3 words + EOS; the 4th step is the length limit
+    src = torch.zeros(1, 1, dtype=torch.long)
+    hyps = search.beam_search(m, src, torch.tensor([1]), beam_size=64, alpha=alpha, max_len_ratio=0.0 + max_len - 10)
+    # max_lengths = ratio * 1 + 10: choose the ratio so that the limit is max_len steps
+    best, best_score = brute_force_best(m, max_len, alpha)
+    assert hyps[0][0].tokens == best
+    assert hyps[0][0].score == pytest.approx(best_score, abs=1e-4)
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_beam_of_one_equals_greedy(kw):
+    m = model(**kw)
+    src = sentences(6)
+    lengths = torch.tensor([len(s) for s in src])
+    greedy = search.greedy(m, pad(src), lengths)
+    beam = search.beam_search(m, pad(src), lengths, beam_size=1)
+    assert [h[0].tokens for h in beam] == greedy
+
+
+@pytest.mark.parametrize("kw", VARIANTS[:3])
+def test_batched_beam_equals_one_sentence_at_a_time(kw):
+    m = model(**kw)
+    src = sentences(5, seed=7)
+    lengths = torch.tensor([len(s) for s in src])
+    batched = search.beam_search(m, pad(src), lengths, beam_size=4, n_best=3)
+    for s, hyps in zip(src, batched):
+        alone = search.beam_search(m, pad([s]), torch.tensor([len(s)]), beam_size=4, n_best=3)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in hyps]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in hyps], abs=1e-4)
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+def test_length_penalty_formula():
+    assert search.length_penalty(1, 0.0) == 1.0
+    assert search.length_penalty(1, 0.6) == pytest.approx(1.0)
+    assert search.length_penalty(10, 0.6) == pytest.approx((15 / 6) ** 0.6)
+    m = TableModel(seed=3)
+    hyp = search.beam_search(m, torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam_size=3, alpha=0.6)[0][0]
+    assert hyp.score == pytest.approx(hyp.log_prob / ((5 + len(hyp.tokens) + 1) / 6) ** 0.6)
+
+
+@pytest.mark.parametrize("decode", ["beam", "greedy", "sample"])
+def test_eos_is_never_emitted_before_the_minimum_length(decode):
+    m = model(attention="luong", input_feeding=False)
+    src = sentences(6)
+    lengths = torch.tensor([len(s) for s in src])
+    if decode == "beam":
+        outs = [h[0].tokens for h in search.beam_search(m, pad(src), lengths, beam_size=3, min_length=12)]
+    else:
+        temperature = 1.0 if decode == "sample" else 0.0
+        outs = [h.tokens for h in search.sample(m, pad(src), lengths, min_length=12, temperature=temperature)]
+    assert all(len(o) >= 12 for o in outs)
+
+
+def test_ngram_blocking_and_unk_ban():
+    history = torch.tensor([[5, 6, 7, 5, 6]])
+    blocked = search.block_ngrams(torch.zeros(1, 9), history, 3)
+    assert blocked[0, 7] == float("-inf") and torch.isfinite(blocked[0, [4, 5, 6, 8]]).all()
+    m = model(attention="bahdanau", input_feeding=True)
+    src = sentences(4)
+    lengths = torch.tensor([len(s) for s in src])
+    for hyps in search.beam_search(m, pad(src), lengths, beam_size=3, no_repeat_ngram=2, ban_unk=True):
+        toks = hyps[0].tokens
+        bigrams = list(zip(toks, toks[1:]))
+        assert len(bigrams) == len(set(bigrams)) and UNK not in toks
+
+
+def test_sampling_filters():
+    log_probs = torch.log_softmax(torch.tensor([[0.0, 0.0, 0.0, 5.0, 4.0, 3.0, 1.0]]), -1).repeat(500, 1)
+    g = torch.Generator().manual_seed(0)
+    top2 = search._pick(log_probs, 1.0, 2, 1.0, g)
+    assert set(top2.tolist()) == {3, 4}
+    nucleus = search._pick(log_probs, 1.0, 0, 0.5, g)
+    assert set(nucleus.tolist()) == {3}
+    assert set(search._pick(log_probs, 0.0, 0, 1.0, g).tolist()) == {3}
