@@ -24,6 +24,7 @@ from seq2seq.data.series import (
     to_tensors,
     windows,
 )
+from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
 from seq2seq.models.regressor import Regressor
 from seq2seq.models.seq2seq import Seq2Seq
@@ -50,6 +51,7 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch
                 src_vocab, tgt_vocab, m.embedding_size, m.encoder_hidden, m.encoder_layers, m.bidirectional,
                 m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
                 m.share_embeddings, m.dropout, recipe.train.label_smoothing,
+                m.scheduled_sampling, m.sampling_max, m.sampling_steps,
             )  # fmt: skip
         case "regression":
             return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)
@@ -205,6 +207,17 @@ def regression_evaluator(x: torch.Tensor, y: torch.Tensor, device):
     return evaluate
 
 
+def load_regressor(run_dir: str | Path, which: str = "best") -> tuple[Recipe, Regressor, Scaler]:
+    """A trained regression run: its recipe, the model (eval mode, CPU) and the scaler fitted at training time."""
+    payload = checkpoint.load(checkpoint.find(run_dir, which))
+    recipe = recipe_from_dict(payload["recipe"])
+    if recipe.task != "regression":
+        raise checkpoint.CheckpointError(f"{run_dir} holds a {recipe.task} run, not a regression run")
+    model = build_model(recipe)
+    model.load_state_dict(payload["model"])
+    return recipe, model.eval(), Scaler.from_state(payload["scaler"])
+
+
 # ---------------------------------------------------------------------------------------------- inference
 
 
@@ -215,26 +228,25 @@ def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
 
 
 def load_for_inference(
-    run_dir: str | Path, which: str = "best", device: str = "auto", precision: str | None = None, **kwargs
+    run_dirs: str | Path | list, which: str = "best", device: str = "auto", precision: str | None = None, **kwargs
 ) -> Translator:
-    payload = checkpoint.load(checkpoint.find(run_dir, which))
-    recipe = recipe_from_dict(payload["recipe"])
-    src_tok, tgt_tok = tokenizers_from(payload)
+    """A Translator for one run directory, or an ensemble for several that share the target vocabulary."""
+    paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     torch_device = resolve_device(device)
-    model = build_model(recipe, len(src_tok), len(tgt_tok))
-    model.load_state_dict(payload["model"])
-    model.to(torch_device)
+    models, first = [], None
+    for path in paths:
+        payload = checkpoint.load(checkpoint.find(path, which))
+        recipe = recipe_from_dict(payload["recipe"])
+        src_tok, tgt_tok = tokenizers_from(payload)
+        if first is None:
+            first = (recipe, src_tok, tgt_tok)
+        elif (src_tok.proto, tgt_tok.proto) != (first[1].proto, first[2].proto):
+            raise checkpoint.CheckpointError(f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble")
+        model = build_model(recipe, len(src_tok), len(tgt_tok))
+        model.load_state_dict(payload["model"])
+        models.append(model.to(torch_device))
+    recipe, src_tok, tgt_tok = first
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
     precision = precision or recipe.train.precision
+    model = models[0] if len(models) == 1 else Ensemble(models)
     return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)
-
-
-def load_regressor(run_dir: str | Path, which: str = "best") -> tuple[Recipe, Regressor, Scaler]:
-    """A trained regression run: its recipe, the model (eval mode, CPU) and the scaler fitted at training time."""
-    payload = checkpoint.load(checkpoint.find(run_dir, which))
-    recipe = recipe_from_dict(payload["recipe"])
-    if recipe.task != "regression":
-        raise checkpoint.CheckpointError(f"{run_dir} holds a {recipe.task} run, not a regression run")
-    model = build_model(recipe)
-    model.load_state_dict(payload["model"])
-    return recipe, model.eval(), Scaler.from_state(payload["scaler"])

@@ -58,8 +58,15 @@ class TranslationModelConfig:
     tie_embeddings: bool = False  # target input embeddings == output projection
     share_embeddings: bool = False  # encoder and decoder embeddings are one matrix (needs tokenizer.joint)
     dropout: float = 0.3
+    # Scheduled sampling (Bengio et al. 2015): in training, each decoder input is the model's own previous
+    # prediction with probability p(step), else the reference token. off | linear | inverse_sigmoid
+    scheduled_sampling: Literal["off", "linear", "inverse_sigmoid"] = "off"
+    sampling_max: float = 0.25  # the largest p reached
+    sampling_steps: int = 4000  # linear: steps to ramp p from 0 to sampling_max; inverse_sigmoid: its midpoint
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.sampling_max <= 1.0:
+            raise ConfigError(f"model.sampling_max must be in [0, 1], got {self.sampling_max}")
         for name in ("embedding_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")

@@ -1,7 +1,7 @@
-"""python -m seq2seq.evaluate RUN_DIR --split NAME
+"""python -m seq2seq.evaluate RUN_DIR [RUN_DIR ...] --split NAME [--beam N | --greedy]
 
-Translates a split of the run's corpus with the best checkpoint and prints sacreBLEU BLEU and chrF with their
-signatures. The translations are written to RUN_DIR/hyps.<split>.<tgt_lang>.
+Translates a split of the run's corpus and prints sacreBLEU BLEU, chrF and TER with their signatures. Several run
+directories decode as an ensemble. The translations are written to RUN_DIR/hyps.<split>.<tgt_lang>.
 """
 
 from __future__ import annotations
@@ -17,31 +17,42 @@ from seq2seq.data.corpora import DataError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.evaluate", description=__doc__)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="run directories (several = an ensemble)")
     parser.add_argument("--split", default="test_2016_flickr", help="a split of the run's corpus")
     parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    parser.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    parser.add_argument("--greedy", action="store_true", help="same as --beam 1")
+    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for beam search")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--lowercase-tokenized", action="store_true",
+                        help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")
+    parser.add_argument("--output", type=Path, help="where to write the translations")
     args = parser.parse_args(argv)
+    beam = 1 if args.greedy else args.beam
     try:
         from seq2seq.build import load_for_inference
         from seq2seq.data.parallel import load_parallel
-        from seq2seq.metrics import bleu, chrf
+        from seq2seq.metrics import all_scores
 
-        translator = load_for_inference(args.run_dir, args.checkpoint, args.device)
+        translator = load_for_inference(args.run_dirs, args.checkpoint, args.device)
         d = translator.recipe.data
         table = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang, d.hub_config)
+        options = {"alpha": args.alpha} if beam > 1 else {}
         start = time.time()
-        hyps = translator.translate(table["src"], batch_size=args.batch_size)
+        hyps = translator.translate(table["src"], beam=beam, batch_size=args.batch_size, **options)
         seconds = time.time() - start
     except (CheckpointError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.run_dir / f"hyps.{args.split}.{d.tgt_lang}"
+    out = args.output or args.run_dirs[0] / f"hyps.{args.split}.{d.tgt_lang}"
     out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-    print(f"{args.split}: {len(hyps)} sentences in {seconds:.1f} s ({len(hyps) / seconds:.1f} sentences/s); {out}")
-    print(bleu(hyps, [table["tgt"]]))
-    print(chrf(hyps, [table["tgt"]]))
+    search = "greedy" if beam == 1 else f"beam {beam}, alpha {args.alpha}"
+    models = f"ensemble of {len(args.run_dirs)}" if len(args.run_dirs) > 1 else "1 model"
+    print(f"{args.split}: {len(hyps)} sentences, {search}, {models}, {seconds:.1f} s "
+          f"({len(hyps) / seconds:.1f} sentences/s); translations in {out}")  # fmt: skip
+    for score in all_scores(hyps, [table["tgt"]], args.lowercase_tokenized):
+        print(score)
     return 0
 
 

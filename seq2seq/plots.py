@@ -81,3 +81,23 @@ def plot_fans(dates, actual, fans: list, title: str, out_path: Path) -> Path:
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_attention(translation, out_path: Path) -> Path:
+    """Heatmap of a translation's attention: output pieces down, source pieces across."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = translation.attention
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(translation.src_pieces), 1 + 0.4 * len(weights)))
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(translation.src_pieces)), translation.src_pieces, rotation=60, ha="right")
+    ax.set_yticks(range(len(translation.tgt_pieces)), translation.tgt_pieces)
+    ax.set_xlabel("source pieces")
+    ax.set_ylabel("output pieces")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

@@ -135,6 +135,8 @@ class Trainer:
     def train_step(self, batch, lr: float) -> tuple[float, int]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if hasattr(self.model, "set_step"):  # models whose training depends on progress (scheduled sampling)
+            self.model.set_step(self.progress.step)
         with autocast(self.device, self.cfg.precision):
             loss_sum, count = self.model.loss(batch.to(self.device))
         self.scaler.scale(loss_sum / max(count, 1)).backward()

@@ -1,57 +1,146 @@
-"""python -m seq2seq.translate RUN_DIR [--input FILE] [--output FILE]
+"""python -m seq2seq.translate RUN_DIR [RUN_DIR ...] [--input FILE] [--output FILE] [--beam N] ...
 
-Reads sentences one per line (stdin or --input) and writes one translation per line (stdout or --output).
-An empty line gives an empty line; invalid UTF-8 is reported with its line number.
+On a terminal: an interactive prompt (line editing and history), a sentence in, its translation out.
+From a pipe or --input: one translation per input line, to stdout or --output; an empty line gives an empty line.
+Several run directories decode together as an ensemble. Raw text in, raw text out: no pre-tokenization.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+from pathlib import Path
 
 from seq2seq.checkpoint import CheckpointError
 
 
-def read_input(stream) -> list[str]:
-    lines = []
-    for number, raw in enumerate(stream, start=1):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("run_dirs", nargs="+", help="training run directories (several = an ensemble)")
+    p.add_argument("--input", "-i", help="file of source sentences (default: stdin)")
+    p.add_argument("--output", "-o", help="file for translations (default: stdout)")
+    p.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    p.add_argument("--greedy", action="store_true", help="greedy search (same as --beam 1)")
+    p.add_argument("--n-best", type=int, default=1, help="print the N best, tab-separated with scores")
+    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for beam search (0 = none)")
+    p.add_argument("--max-len-ratio", type=float, help="longest output, in target pieces per source piece")
+    p.add_argument("--min-length", type=int, default=0, help="no end of sentence before this many pieces")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating n-grams of this size")
+    p.add_argument("--ban-unk", action="store_true", help="never output the unknown token")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
+    p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
+    return p.parse_args(argv)
+
+
+def read_lines(stream, first_line: int = 1):
+    """Yield decoded lines of a binary stream; invalid UTF-8 raises ValueError naming the line."""
+    for number, raw in enumerate(stream, start=first_line):
         try:
-            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            yield raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as e:
             raise ValueError(f"input line {number} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    return lines
+
+
+def format_n_best(translations) -> str:
+    if len(translations) == 1:
+        return translations[0].text
+    return "\t".join(f"{t.text}\t{t.score:.4f}" for t in translations)
+
+
+def translate_stream(translator, stream, out, args, options) -> None:
+    """Translate in chunks, so a large file streams through with bounded memory."""
+    lines = read_lines(stream)
+    while chunk := list(itertools.islice(lines, args.batch_size * 16)):
+        for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options):
+            out.write(format_n_best(result) + "\n")
+        out.flush()
+
+
+def interactive(translator, args, options) -> None:
+    import readline  # noqa: F401 - importing it gives input() line editing and history
+
+    history = Path.home() / ".seq2seq_history"
+    try:
+        readline.read_history_file(history)
+    except OSError:
+        pass
+    print("Type a sentence and press Enter; Ctrl-D quits, Ctrl-C interrupts a translation.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            break
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            continue
+        except UnicodeDecodeError as e:
+            print(f"error: that line is not valid UTF-8 ({e.reason}); try again", file=sys.stderr)
+            continue
+        try:
+            result = translator.translate_n_best([line], args.beam, args.n_best, 1, **options)[0]
+        except KeyboardInterrupt:
+            print("(interrupted)", file=sys.stderr)
+            continue
+        print(format_n_best(result).replace("\t", "\n") if len(result) > 1 else result[0].text, flush=True)
+        if args.attention and result[0].tgt_pieces:
+            show_attention(result[0])
+        if args.plot_attention and result[0].tgt_pieces:
+            from seq2seq.plots import plot_attention
+
+            print(f"attention heatmap: {plot_attention(result[0], Path(args.plot_attention))}", file=sys.stderr)
+    try:
+        readline.write_history_file(history)
+    except OSError:
+        pass
+
+
+def show_attention(t) -> None:
+    """For each output piece, the source piece it attended to most, with the weight."""
+    for piece, row in zip(t.tgt_pieces, t.attention):
+        best = max(range(len(row)), key=row.__getitem__)
+        print(f"  {piece:>16}  <- {t.src_pieces[best]:<16} {row[best]:.2f}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__)
-    parser.add_argument("run_dir", help="a training run directory (holding best.pt)")
-    parser.add_argument("--input", "-i", help="file of source sentences (default: stdin)")
-    parser.add_argument("--output", "-o", help="file for translations (default: stdout)")
-    parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
-    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
-    parser.add_argument("--max-len-ratio", type=float, help="longest output, in target pieces per source piece")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    if args.greedy:
+        args.beam = 1
+    if args.n_best > max(args.beam, 1):
+        print(f"error: --n-best {args.n_best} needs --beam of at least {args.n_best}", file=sys.stderr)
+        return 2
+    options = {}
+    if args.beam > 1:
+        options = {"alpha": args.alpha, "no_repeat_ngram": args.no_repeat_ngram}
+    options.update(min_length=args.min_length, ban_unk=args.ban_unk)
     try:
         from seq2seq.translator import Translator
 
         extra = {"max_len_ratio": args.max_len_ratio} if args.max_len_ratio else {}
-        translator = Translator.from_run(args.run_dir, args.checkpoint, args.device, **extra)
-        if args.input:
-            with open(args.input, "rb") as f:
-                lines = read_input(f)
-        else:
-            lines = read_input(sys.stdin.buffer)
-        outputs = translator.translate(lines, batch_size=args.batch_size)
+        translator = Translator.from_run(args.run_dirs, args.checkpoint, args.device, **extra)
+        if not args.input and sys.stdin.isatty():
+            interactive(translator, args, options)
+            return 0
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        try:
+            if args.input:
+                with open(args.input, "rb") as f:
+                    translate_stream(translator, f, out, args, options)
+            else:
+                translate_stream(translator, sys.stdin.buffer, out, args, options)
+        finally:
+            if args.output:
+                out.close()
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = "".join(o + "\n" for o in outputs)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

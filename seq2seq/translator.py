@@ -1,9 +1,15 @@
-"""Raw text in, raw text out: tokenization, batching, decoding and detokenization for a trained model."""
+"""Raw text in, raw text out: tokenization, batching, search and detokenization for trained models.
+
+    Translator.from_run("runs/en-fr").translate(["A dog runs."], beam=5)
+    Translator.from_run(["runs/en-fr", "runs/en-fr-2"])          # an ensemble
+"""
 
 from __future__ import annotations
 
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,10 +20,24 @@ from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import autocast
 
 
+@dataclass
+class Translation:
+    text: str
+    score: float
+    src_pieces: list[str]
+    tgt_pieces: list[str]
+    attention: list[list[float]]  # (output piece, source piece) weights; the last column is the source EOS-less end
+
+
+def clean(line: str) -> str:
+    """Control characters (other than tab) become spaces; surrounding whitespace goes."""
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in line).strip()
+
+
 class Translator:
     def __init__(
         self,
-        model: torch.nn.Module,
+        model,
         src_tokenizer: Tokenizer,
         tgt_tokenizer: Tokenizer,
         device: torch.device,
@@ -27,35 +47,55 @@ class Translator:
         warn: Callable[[str], None] | None = None,
         recipe=None,
     ) -> None:
-        self.recipe = recipe  # the Recipe the model was trained with, when loaded from a run
         self.model, self.src_tok, self.tgt_tok, self.device = model.eval(), src_tokenizer, tgt_tokenizer, device
         self.precision, self.max_len_ratio, self.max_src_len = precision, max_len_ratio, max_src_len
         self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+        self.recipe = recipe  # the Recipe the (first) model was trained with, when loaded from a run
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto", **kwargs) -> Translator:
+    def from_run(cls, run_dirs: str | Path | Sequence[str | Path], which: str = "best", device: str = "auto",
+                 **kwargs) -> Translator:  # fmt: skip
         from seq2seq.build import load_for_inference  # build imports this module
 
-        return load_for_inference(run_dir, which, device, **kwargs)
+        return load_for_inference(run_dirs, which, device, **kwargs)
 
-    def translate(self, lines: Sequence[str], batch_size: int = 64) -> list[str]:
+    def translate(self, lines: Sequence[str], beam: int = 1, batch_size: int = 64, **options) -> list[str]:
         """One output line per input line; an empty or blank line gives an empty line."""
-        ids = self.src_tok.encode([line.strip() for line in lines])
+        return [best[0].text for best in self.translate_n_best(lines, beam, 1, batch_size, **options)]
+
+    def translate_n_best(
+        self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int = 64, **options
+    ) -> list[list[Translation]]:
+        """beam 1 is greedy search; `options` go to search.beam_search (alpha, min_length, no_repeat_ngram,
+        ban_unk) or, for beam 1, to search.sample (temperature, top_k, top_p)."""
+        ids = self.src_tok.encode([clean(line) for line in lines])
         for i, seq in enumerate(ids):
             if len(seq) > self.max_src_len:
                 self.warn(f"line {i + 1} has {len(seq)} pieces; translating only its first {self.max_src_len}")
                 ids[i] = seq[: self.max_src_len]
-        outputs = [""] * len(lines)
+        outputs: list[list[Translation]] = [[Translation("", 0.0, [], [], [])] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
         for start in range(0, len(todo), batch_size):
             rows = todo[start : start + batch_size]
-            hyps = self.decode_ids([ids[i] for i in rows])
-            for i, text in zip(rows, self.tgt_tok.decode(hyps)):
-                outputs[i] = text
+            for i, hyps in zip(rows, self.search([ids[i] for i in rows], beam, n_best, **options)):
+                outputs[i] = [self._translation(ids[i], h) for h in hyps]
         return outputs
 
-    def decode_ids(self, src_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    def search(self, src_ids: Sequence[Sequence[int]], beam: int, n_best: int, **options):
         src = pad(src_ids).to(self.device)
         lengths = torch.tensor([len(s) for s in src_ids], dtype=torch.long)
         with autocast(self.device, self.precision):
-            return search.greedy(self.model, src, lengths, self.max_len_ratio)
+            if beam <= 1:
+                return [[h] for h in search.sample(self.model, src, lengths, self.max_len_ratio, **options)]
+            return search.beam_search(self.model, src, lengths, beam, n_best, max_len_ratio=self.max_len_ratio,
+                                      **options)  # fmt: skip
+
+    def _translation(self, src_ids: Sequence[int], hyp: search.Hypothesis) -> Translation:
+        sp = self.src_tok.sp
+        return Translation(
+            text=self.tgt_tok.decode([hyp.tokens])[0],
+            score=hyp.score,
+            src_pieces=[sp.id_to_piece(i) for i in src_ids],
+            tgt_pieces=[self.tgt_tok.sp.id_to_piece(i) for i in hyp.tokens],
+            attention=[row[: len(src_ids)] for row in hyp.attention],
+        )

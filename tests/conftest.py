@@ -64,6 +64,20 @@ def toy_recipe(*overrides: str):
     return load_recipe(ROOT / "recipes" / "en-fr.yaml", [*TOY_OVERRIDES, *overrides])
 
 
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> Path:
+    """A model trained once per test session on the toy pair (600 steps, about 15 s on 2 cores)."""
+    from seq2seq.build import build_training
+
+    root = tmp_path_factory.mktemp("toy")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEQ2SEQ_DATA", str(write_toy_corpus(root / "data")))
+        mp.setenv("SEQ2SEQ_CACHE", str(root / "cache"))
+        recipe = toy_recipe("train.max_steps=600", "train.valid_every=200", "train.precision=bf16")
+        build_training(recipe, root / "run", resume=False).fit()
+    return root / "run"
+
+
 @pytest.fixture
 def real_data() -> Path:
     root = os.environ.get("SEQ2SEQ_DATA")

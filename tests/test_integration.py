@@ -5,27 +5,61 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from seq2seq import checkpoint
 from seq2seq.build import build_training, load_for_inference
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
+from seq2seq.translator import Translator
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe
 
 
-def test_toy_pair_is_learned_to_bleu_90(toy_data, tmp_path):
-    recipe = toy_recipe("train.max_steps=600", "train.valid_every=200", "train.precision=bf16")
-    trainer = build_training(recipe, tmp_path / "run", resume=False)
-    trainer.fit()
-    translator = load_for_inference(tmp_path / "run", "best", "cpu")
+def test_toy_pair_is_learned_to_bleu_90(toy_run, toy_data):
+    translator = load_for_inference(toy_run, "best", "cpu")
     test = load_parallel("multi30k", "test_2016_flickr", "en", "fr")
-    hyps = translator.translate(test["src"])
-    score = bleu(hyps, [test["tgt"]]).value
-    assert score >= 90, f"toy pair only reached BLEU {score:.1f}"
-    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
-    assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"valid"') == 3
+    for beam in (1, 5):
+        score = bleu(translator.translate(test["src"], beam=beam), [test["tgt"]]).value
+        assert score >= 90, f"toy pair only reached BLEU {score:.1f} with beam {beam}"
+    assert (toy_run / "curves.png").stat().st_size > 0
+    assert (toy_run / "metrics.jsonl").read_text().count('"valid"') == 3
+
+
+def test_translator_api_n_best_and_attention(toy_run):
+    translator = Translator.from_run(toy_run, device="cpu")
+    assert translator.translate(["sa sb sc ."], beam=5) == ["TR TK TD ."]
+    n_best = translator.translate_n_best(["sa sb sc .", ""], beam=4, n_best=3)
+    assert len(n_best[0]) == 3 and n_best[1][0].text == ""
+    assert [t.score for t in n_best[0]] == sorted((t.score for t in n_best[0]), reverse=True)
+    best = n_best[0][0]
+    assert len(best.attention) >= len(best.tgt_pieces) and len(best.attention[0]) == len(best.src_pieces)
+    # the target is the source reversed: the first output word attends most to the last source word
+    first_row = best.attention[0]
+    assert max(range(len(first_row)), key=first_row.__getitem__) == best.src_pieces.index("▁sc")
+
+
+def test_ensemble_of_one_model_twice_equals_the_model(toy_run, tmp_path):
+    single = Translator.from_run(toy_run, device="cpu")
+    double = Translator.from_run([toy_run, toy_run], device="cpu")
+    src = ["sa sb sc sd .", "st sk sa ."]
+    for beam in (1, 3):
+        a, b = single.translate_n_best(src, beam=beam), double.translate_n_best(src, beam=beam)
+        assert [x[0].text for x in a] == [x[0].text for x in b]
+        assert [x[0].score for x in a] == pytest.approx([x[0].score for x in b], abs=1e-3)
+
+
+def test_checkpoint_averaging(toy_run, tmp_path):
+    out = tmp_path / "avg.pt"
+    r = subprocess.run([sys.executable, "scripts/average_checkpoints.py", str(out), str(toy_run / "best.pt"),
+                        str(toy_run / "last.pt")], cwd=ROOT, capture_output=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    a, b = checkpoint.load(toy_run / "best.pt")["model"], checkpoint.load(toy_run / "last.pt")["model"]
+    avg = checkpoint.load(out)["model"]
+    for name in a:
+        torch.testing.assert_close(avg[name], (a[name] + b[name]) / 2)
+    assert Translator.from_run(toy_run, which=str(out), device="cpu").translate(["sa sb ."]) != [""]
 
 
 def test_resume_equals_uninterrupted(toy_data, tmp_path):

@@ -156,3 +156,16 @@ def test_a_noisy_sine_is_learned_well_enough_to_beat_persistence(series_data, tm
     assert {p.name for p in out.iterdir()} >= {"predictions.csv", "scores.json", "point_by_point.png"}
     assert len((out / "predictions.csv").read_text().splitlines()) == 1 + 225 - 20
     assert "| LSTM |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("normalisation", ["window", "global"])
+def test_volume_as_a_second_feature_trains_and_forecasts(series_data, tmp_path, normalisation):
+    close = noisy_sine(400)
+    write_csv(series_data, close, volume=np.random.default_rng(0).uniform(1e9, 2e9, 400))
+    overrides = [*SMALL, "data.features=[Close, Volume]", f"data.normalisation={normalisation}", "train.max_steps=3"]
+    build_training(load_recipe(ROOT / "recipes/sp500.yaml", overrides), tmp_path / "run", resume=False).fit()
+    recipe, model, scaler = load_regressor(tmp_path / "run", "last")
+    assert model.rnn.layers[0].input_size == 2 and len(scaler.state()["mean"]) == (2 if normalisation == "global" else 0)
+    fc = forecast(model, *series_split(recipe), scaler, recipe.data.window, 20)
+    assert np.isfinite(fc.full).all() and np.isfinite(fc.point).all()
+    np.testing.assert_allclose(fc.actual, close[-len(fc.actual) :], rtol=1e-6)

@@ -90,3 +90,41 @@ def test_bf16_autocast_matches_fp32_on_a_small_case():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16, _ = m.loss(batch)
     assert abs(float(bf16) - float(fp32)) / float(fp32) < 0.02
+
+
+def test_scheduled_sampling_schedules_rise_to_their_maximum():
+    lin = model(scheduled_sampling="linear", sampling_max=0.4, sampling_steps=100)
+    sig = model(scheduled_sampling="inverse_sigmoid", sampling_max=0.4, sampling_steps=100)
+    values = {}
+    for m in (lin, sig):
+        values[m] = []
+        for step in (0, 50, 100, 200, 10_000):
+            m.set_step(step)
+            values[m].append(m.sampling_probability())
+        assert values[m] == sorted(values[m]) and values[m][-1] == pytest.approx(0.4, abs=1e-3)
+    assert values[lin][:3] == pytest.approx([0.0, 0.2, 0.4])
+    assert values[sig][2] == pytest.approx(0.2)
+    assert model().sampling_probability() == 0.0
+
+
+def test_full_scheduled_sampling_feeds_the_models_own_predictions():
+    """With p = 1 every decoder input after the first is the model's previous argmax: the same path as greedy."""
+    m = model(attention="luong", input_feeding=True, scheduled_sampling="linear", sampling_max=1.0, sampling_steps=1)
+    m.set_step(5)
+    m.train()  # dropout is 0, so training mode differs from eval only by the sampling
+    src, tgt = sentences(3, lo=4, hi=5), sentences(3, lo=6, hi=7, seed=9)  # equal lengths: no padding
+    batch = collate(src, tgt)
+    with torch.no_grad():
+        logits = m(batch.src, batch.src_lengths, batch.tgt_in)
+        m.eval()
+        state, tokens = m.encode(batch.src, batch.src_lengths), batch.tgt_in[:, 0]
+        for t in range(batch.tgt_in.shape[1]):
+            log_probs, state, _ = m.decode_step(tokens, state)
+            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
+            tokens = log_probs.argmax(-1)
+    m.set_step(0)
+    m.train()
+    with torch.no_grad():  # p(0) = 0: plain teacher forcing again
+        torch.testing.assert_close(m(batch.src, batch.src_lengths, batch.tgt_in),
+                                   model(attention="luong", input_feeding=True)(batch.src, batch.src_lengths,
+                                                                                 batch.tgt_in))  # fmt: skip

@@ -13,6 +13,7 @@ in one fused call and attends for all steps at once (`forward`'s fast path). Sea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -63,8 +64,13 @@ class Seq2Seq(nn.Module):
         share_embeddings: bool = False,
         dropout: float = 0.3,
         label_smoothing: float = 0.0,
+        scheduled_sampling: str = "off",
+        sampling_max: float = 0.25,
+        sampling_steps: int = 4000,
     ) -> None:
         super().__init__()
+        self.sampling = (scheduled_sampling, sampling_max, sampling_steps)
+        self.step = 0  # training progress, set by the trainer through set_step(); only scheduled sampling reads it
         if share_embeddings and src_vocab != tgt_vocab:
             raise ValueError(f"share_embeddings needs one vocabulary, got {src_vocab} and {tgt_vocab} entries")
         self.cell, self.input_feeding, self.label_smoothing = cell, input_feeding, label_smoothing
@@ -127,8 +133,25 @@ class Seq2Seq(nn.Module):
         feed = o if self.input_feeding else None
         return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask), weights.squeeze(1)
 
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+    def sampling_probability(self) -> float:
+        """p(step) of scheduled sampling: a linear ramp, or the complement of Bengio et al.'s inverse-sigmoid decay
+        of the teacher-forcing probability: a sigmoid rising to `sampling_max`, halfway at `sampling_steps`."""
+        kind, top, steps = self.sampling
+        if kind == "linear":
+            return top * min(1.0, self.step / max(steps, 1))
+        if kind == "inverse_sigmoid":
+            z = max(-60.0, min(60.0, (self.step - steps) / max(steps / 8, 1)))
+            return top / (1 + math.exp(-z))
+        return 0.0
+
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), tgt_in (B, T) -> logits (B, T, V)."""
+        p = self.sampling_probability() if self.training else 0.0
+        if p > 0:
+            return self._forward_sampled(src, src_lengths, tgt_in, p)
         state = self.encode(src, src_lengths)
         emb = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         if not self.input_feeding:  # fast path: one fused recurrent call, attention for all steps at once
@@ -141,6 +164,19 @@ class Seq2Seq(nn.Module):
                 outputs.append(o_t)
             o = torch.stack(outputs, dim=1)  # (B, T, O)
         return self.generator(o)
+
+    def _forward_sampled(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, p: float) -> Tensor:
+        """Step by step; from step 1 on, each input is the model's own previous argmax with probability p."""
+        state = self.encode(src, src_lengths)
+        logits, tokens = [], tgt_in[:, 0]
+        for t in range(tgt_in.shape[1]):
+            if t > 0:
+                own = logits[-1].detach().argmax(-1)
+                use_own = torch.rand(own.shape, device=own.device) < p
+                tokens = torch.where(use_own & (tgt_in[:, t] != PAD), own, tgt_in[:, t])
+            o, state, _ = self._step(self.dropout(self.tgt_embed(tokens)), state)
+            logits.append(self.generator(o))
+        return torch.stack(logits, dim=1)
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
         """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S)."""

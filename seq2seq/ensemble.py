@@ -1,0 +1,43 @@
+"""Several models decoding as one: their log-probabilities are averaged at every step.
+
+An Ensemble speaks the same step contract as each of its members (encode / decode_step / state.select), so greedy,
+sampling and beam search use it unchanged. The members must share the target vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EnsembleState:
+    states: list
+
+    def select(self, index: Tensor) -> EnsembleState:
+        return EnsembleState([s.select(index) for s in self.states])
+
+
+class Ensemble:
+    def __init__(self, models: list[torch.nn.Module]) -> None:
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = models
+
+    def eval(self) -> Ensemble:
+        for m in self.models:
+            m.eval()
+        return self
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EnsembleState:
+        return EnsembleState([m.encode(src, src_lengths) for m in self.models])
+
+    def decode_step(self, tokens: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState, Tensor | None]:
+        """Mean of the members' log-probabilities, renormalized: log softmax(mean_i log p_i)."""
+        outs = [m.decode_step(tokens, s) for m, s in zip(self.models, state.states)]
+        log_probs = torch.log_softmax(torch.stack([o[0] for o in outs]).mean(0), dim=-1)
+        attentions = [o[2] for o in outs if o[2] is not None]
+        attention = torch.stack(attentions).mean(0) if attentions else None
+        return log_probs, EnsembleState([o[1] for o in outs]), attention
