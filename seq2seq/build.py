@@ -35,10 +35,12 @@ from seq2seq.translator import Translator
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} was asked for, but torch sees no CUDA GPU; use train.device=cpu")
+    if device.type == "cuda" and device.index is None:  # under torchrun, the GPU train.py selected for this rank
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -114,11 +116,13 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
         valid_table = valid_table.select(range(min(d.valid_limit, len(valid_table))))
     if resume:
         src_tok, tgt_tok = tokenizers_from(checkpoint.load(run_dir / "last.pt"))
-    else:
+    else:  # SentencePiece training is deterministic, so every rank gets the same models
         src_tok, tgt_tok = train_tokenizers(recipe, train_table)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        if rank == 0:
+            (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     (run_dir / "cache").mkdir(exist_ok=True)
-    train_ids = tokenize(train_table, src_tok, tgt_tok, run_dir / "cache" / f"{d.train_split}.arrow")
+    cache = run_dir / "cache" / f"{d.train_split}.arrow" if world == 1 else None  # ranks must not race on a file
+    train_ids = tokenize(train_table, src_tok, tgt_tok, cache)
     train_ids = train_ids.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
     valid_ids = tokenize(valid_table, src_tok, tgt_tok, None)
     model = build_model(recipe, len(src_tok), len(tgt_tok)).to(device)

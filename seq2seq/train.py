@@ -1,14 +1,33 @@
-"""python -m seq2seq.train RECIPE.yaml [section.key=value ...] [--run-dir DIR] [--resume]"""
+"""python -m seq2seq.train RECIPE.yaml [section.key=value ...] [--run-dir DIR] [--resume]
+
+Several processes (CPUs with gloo, GPUs with NCCL), each reading its own share of the batches:
+    torchrun --nproc_per_node 4 -m seq2seq.train RECIPE.yaml
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, load_recipe
 from seq2seq.data.corpora import DataError
+
+
+def start_distributed() -> tuple[int, int]:
+    """Under torchrun (RANK and WORLD_SIZE set): join the process group, NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--resume: {run_dir} has no last.pt to continue from")
         from seq2seq.build import build_training  # heavy imports only once the recipe is known to be valid
 
-        print(f"run directory: {run_dir}", flush=True)
-        build_training(recipe, run_dir, args.resume).fit()
+        rank, world = start_distributed()
+        if rank == 0:
+            print(f"run directory: {run_dir}" + (f" ({world} processes)" if world > 1 else ""), flush=True)
+        build_training(recipe, run_dir, args.resume, rank, world).fit()
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

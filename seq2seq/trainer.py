@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from seq2seq import checkpoint
@@ -69,6 +70,17 @@ def stop_requests() -> Iterator[list[bool]]:
             signal.signal(s, h)
 
 
+class _LossOf(torch.nn.Module):
+    """DDP synchronises gradients of what runs through forward(); this makes forward() the model's loss."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.loss(batch)
+
+
 class Trainer:
     def __init__(
         self,
@@ -87,6 +99,11 @@ class Trainer:
         self.progress = Progress()
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.higher_is_better = cfg.valid_metric != "loss"
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.ddp = None
+        if self.world > 1:  # gradients are all-reduced by DDP; see train_step for how the loss is scaled
+            ids = [device.index] if device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(_LossOf(model), device_ids=ids)
 
     # ---------------------------------------------------------------------------------------------- the loop
 
@@ -112,6 +129,8 @@ class Trainer:
                         tokens, loss_sum, loss_count = 0, 0.0, 0
                     p.elapsed = time.time() - start
                     stop_reason = self.limit_reached(stop[0])
+                    if self.world > 1:  # ranks stop together, or the ones that go on would wait forever
+                        stop_reason = self.agree_to_stop(stop_reason)
                     if stop[0]:  # save at once; validating could take minutes
                         self.save("last.pt") if self.is_main else None
                     elif p.step % cfg.valid_every == 0 or stop_reason:
@@ -138,15 +157,28 @@ class Trainer:
         if hasattr(self.model, "set_step"):  # models whose training depends on progress (scheduled sampling)
             self.model.set_step(self.progress.step)
         with autocast(self.device, self.cfg.precision):
-            loss_sum, count = self.model.loss(batch.to(self.device))
-        self.scaler.scale(loss_sum / max(count, 1)).backward()
+            loss_sum, count = (self.ddp or self.model.loss)(batch.to(self.device))
+        scale, reported = 1.0 / max(count, 1), float(loss_sum.detach())
+        if self.world > 1:
+            # The step must equal one process on the union of all ranks' batches: d(sum of losses)/(total count).
+            # DDP averages gradients over ranks, hence the factor `world`.
+            totals = torch.tensor([float(count), reported], dtype=torch.float64, device=self.device)
+            dist.all_reduce(totals)
+            count, reported = int(totals[0]), float(totals[1])
+            scale = self.world / max(count, 1)
+        self.scaler.scale(loss_sum * scale).backward()
         if self.cfg.clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss_sum.detach()), count
+        return reported, count
+
+    def agree_to_stop(self, reason: str) -> str:
+        flag = torch.tensor([1.0 if reason else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return reason or ("another rank stopped" if flag.item() > 0 else "")
 
     def limit_reached(self, stop_requested: bool) -> str:
         cfg, p = self.cfg, self.progress

@@ -14,7 +14,7 @@ def test_interactive_prompt_answers_every_input_and_survives(toy_run, tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
     child = pexpect.spawn(sys.executable, ["-m", "seq2seq.translate", str(toy_run), "--attention",
                                            "--plot-attention", str(tmp_path / "att.png")],
-                          cwd=str(ROOT), env=env, timeout=120, encoding="utf-8")  # fmt: skip
+                          cwd=str(ROOT), env=env, timeout=120, encoding="utf-8", codec_errors="replace")  # fmt: skip
     prompt = "\r\n> |^> "
     child.expect("Ctrl-D quits")
     child.expect("> ")
@@ -39,6 +39,7 @@ def test_interactive_prompt_answers_every_input_and_survives(toy_run, tmp_path):
     child.expect(prompt)
 
     os.write(child.child_fd, b"sa \xff\xfe .\r")  # invalid UTF-8 bytes
+    child.expect("not valid UTF-8")
     child.expect(prompt)
 
     child.sendintr()  # Ctrl-C at the prompt
