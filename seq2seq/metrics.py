@@ -1,10 +1,12 @@
-"""Scores with signatures: sacreBLEU BLEU, chrF and TER (cased, detokenized, as the field reports them)."""
+"""Scores with signatures: sacreBLEU BLEU, chrF and TER (cased, detokenized, as the field reports them); regression
+errors and direction accuracy for forecasts."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import sacrebleu
 
 
@@ -49,3 +51,21 @@ def all_scores(hypotheses: list[str], references: list[list[str]], lowercase_tok
 
 def perplexity(nll_sum: float, count: int) -> float:
     return math.exp(min(nll_sum / max(count, 1), 50.0))
+
+
+def regression_errors(predicted, actual) -> dict[str, float]:
+    """RMSE, MAE and MAPE (in %) of predictions against actual values (any matching shapes)."""
+    p, a = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    err = p - a
+    return {
+        "mse": float(np.mean(err**2)),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "mape": float(100 * np.mean(np.abs(err) / np.maximum(np.abs(a), 1e-12))),
+    }
+
+
+def direction_accuracy(predicted_change, actual_change) -> float:
+    """% of steps whose predicted move (sign of predicted - today) is the actual move; a flat prediction is wrong."""
+    p, a = np.sign(np.asarray(predicted_change)), np.sign(np.asarray(actual_change))
+    return float(100 * np.mean((p == a) & (p != 0)))
