@@ -113,3 +113,18 @@ def test_collate_shapes_and_specials():
     assert b.tgt_in.tolist() == [[BOS, 9, PAD], [BOS, 10, 11]]
     assert b.tgt_out.tolist() == [[9, EOS, PAD], [10, 11, EOS]]
     assert b.n_tokens == 5
+
+
+def test_a_hub_style_dataset_loads_through_the_same_code_path(tmp_path):
+    """A name that is not a local corpus goes to datasets.load_dataset, as `wmt14` would online; a local folder of
+    JSON lines with a `translation` column exercises that path here."""
+    import json
+
+    folder = tmp_path / "my-corpus"
+    folder.mkdir()
+    rows = [{"translation": {"en": f" sentence {i} ", "fr": f"phrase {i}"}} for i in range(5)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    table = load_parallel(str(folder), "train", "en", "fr")
+    assert table["src"] == [f"sentence {i}" for i in range(5)] and table["tgt"][2] == "phrase 2"
+    with pytest.raises(DataError, match="neither a local corpus"):
+        load_parallel(str(tmp_path / "missing"), "train", "en", "fr")

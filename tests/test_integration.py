@@ -110,3 +110,26 @@ def test_corrupt_checkpoint_is_a_clear_error(toy_data, tmp_path):
     (bad / "best.pt").write_bytes(b"not a checkpoint at all")
     r = run_cli("seq2seq.translate", str(bad), stdin=b"sa .\n")
     assert r.returncode == 2 and b"corrupt" in r.stderr
+
+
+def test_sigterm_saves_last_and_the_run_resumes(toy_data, tmp_path):
+    """A killed run (SIGTERM, as from a scheduler) finishes its step, saves last.pt and exits; --resume goes on."""
+    import signal
+    import time
+
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, "train.max_steps=100000",
+            "train.valid_every=100000", "train.log_every=5", "--run-dir", str(run)]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    saved = checkpoint.load(run / "last.pt")["trainer"]["step"]
+    assert saved >= 5
+    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, f"train.max_steps={saved + 3}",
+                "train.valid_every=100000", "--run-dir", str(run), "--resume")  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert checkpoint.load(run / "last.pt")["trainer"]["step"] == saved + 3
