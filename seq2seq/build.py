@@ -120,6 +120,9 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
         src_tok, tgt_tok = train_tokenizers(recipe, train_table)
         if rank == 0:
             (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+            names = {"spm.model": src_tok} if src_tok is tgt_tok else {"spm.src.model": src_tok, "spm.tgt.model": tgt_tok}
+            for name, tok in names.items():  # also inside every checkpoint; these are for other tools
+                (run_dir / name).write_bytes(tok.proto)
     (run_dir / "cache").mkdir(exist_ok=True)
     cache = run_dir / "cache" / f"{d.train_split}.arrow" if world == 1 else None  # ranks must not race on a file
     train_ids = tokenize(train_table, src_tok, tgt_tok, cache)

@@ -12,6 +12,7 @@ from seq2seq import checkpoint
 from seq2seq.build import build_training, load_for_inference
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
+from seq2seq.tokenizer import Tokenizer
 from seq2seq.translator import Translator
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe
@@ -24,6 +25,7 @@ def test_toy_pair_is_learned_to_bleu_90(toy_run, toy_data):
         score = bleu(translator.translate(test["src"], beam=beam), [test["tgt"]]).value
         assert score >= 90, f"toy pair only reached BLEU {score:.1f} with beam {beam}"
     assert (toy_run / "curves.png").stat().st_size > 0
+    assert Tokenizer((toy_run / "spm.model").read_bytes()).encode(["sa sb ."]) == translator.src_tok.encode(["sa sb ."])
     assert (toy_run / "metrics.jsonl").read_text().count('"valid"') == 4
 
 
