@@ -2,7 +2,7 @@
 SEQ2SEQ_DATA ?= ../shared/data
 export SEQ2SEQ_DATA
 
-.PHONY: install test lint train bench
+.PHONY: install test lint train sp500
 install:            ## CPU torch first (a bare `pip install torch` may pull a CUDA build), then the package
 	python -c "import torch" 2>/dev/null || python -m pip install "torch==2.13.0"
 	python -m pip install -e ".[dev]"
@@ -13,3 +13,6 @@ lint:
 	python -m ruff format --check seq2seq tests scripts
 train:              ## the main job
 	python -m seq2seq.train recipes/en-fr.yaml
+sp500:              ## the S&P 500 lab: train, then forecast and plot on the test span
+	python -m seq2seq.train recipes/sp500.yaml
+	python -m seq2seq.forecast runs/sp500

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from seq2seq import checkpoint
-from seq2seq.config import Recipe, recipe_from_dict
+from seq2seq.config import ConfigError, Recipe, recipe_from_dict
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.corpora import corpus_file
 from seq2seq.data.parallel import load_parallel
@@ -102,6 +102,8 @@ def build_training(recipe: Recipe, run_dir: Path, resume: bool, rank: int = 0, w
         case "translation":
             return translation_training(recipe, run_dir, resume, device, rank, world)
         case "regression":
+            if world > 1:  # the series batches are not sharded; each rank would train on everything
+                raise ConfigError("the regression task trains in one process; run it without torchrun")
             return regression_training(recipe, run_dir, resume, device)
         case _:
             raise ValueError(f"no training for task {recipe.task!r}")

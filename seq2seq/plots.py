@@ -10,18 +10,14 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     """Training loss and validation loss / main score against the step, from metrics.jsonl."""
     if not metrics_path.is_file():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]
     scores = [k for k in ("bleu", "ppl", "rmse") if valid and k in valid[0]]
     fig, axes = plt.subplots(1, 1 + len(scores), figsize=(6 + 5 * len(scores), 4), squeeze=False)
     ax = axes[0][0]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (per token)", lw=1)
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
     if valid and "loss" in valid[0]:
         ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="validation loss")
     ax.set_xlabel("step")
@@ -85,10 +81,7 @@ def plot_fans(dates, actual, fans: list, title: str, out_path: Path) -> Path:
 
 def plot_attention(translation, out_path: Path) -> Path:
     """Heatmap of a translation's attention: output pieces down, source pieces across."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     weights = translation.attention
     fig, ax = plt.subplots(figsize=(1 + 0.45 * len(translation.src_pieces), 1 + 0.4 * len(weights)))
