@@ -24,8 +24,10 @@ from seq2seq.data.series import (
     to_tensors,
     windows,
 )
+from seq2seq.data.text import StreamBatches, Vocabulary, split_lines
 from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
+from seq2seq.models.lm import LanguageModel
 from seq2seq.models.regressor import Regressor
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.tokenizer import Tokenizer
@@ -45,7 +47,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch.nn.Module:
-    """The task's model; the vocabulary sizes matter to translation only."""
+    """The task's model; translation needs both vocabulary sizes, the language model `tgt_vocab`."""
     m = recipe.model
     match recipe.task:
         case "translation":
@@ -57,6 +59,11 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch
             )  # fmt: skip
         case "regression":
             return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)
+        case "lm":
+            return LanguageModel(
+                tgt_vocab, m.embedding_size, m.hidden_size, m.layers, m.cell, m.dropout, m.embedding_dropout,
+                m.tie_embeddings,
+            )  # fmt: skip
         case _:
             raise ValueError(f"no model for task {recipe.task!r}")
 
@@ -105,6 +112,10 @@ def build_training(recipe: Recipe, run_dir: Path, resume: bool, rank: int = 0, w
             if world > 1:  # the series batches are not sharded; each rank would train on everything
                 raise ConfigError("the regression task trains in one process; run it without torchrun")
             return regression_training(recipe, run_dir, resume, device)
+        case "lm":
+            if world > 1:  # the BPTT streams are not sharded
+                raise ConfigError("the lm task trains in one process; run it without torchrun")
+            return lm_training(recipe, run_dir, resume, device)
         case _:
             raise ValueError(f"no training for task {recipe.task!r}")
 
@@ -225,6 +236,63 @@ def load_regressor(run_dir: str | Path, which: str = "best") -> tuple[Recipe, Re
     model = build_model(recipe)
     model.load_state_dict(payload["model"])
     return recipe, model.eval(), Scaler.from_state(payload["scaler"])
+
+
+def lm_training(recipe: Recipe, run_dir: Path, resume: bool, device) -> Trainer:
+    """Vocabulary from the training split, BPTT streams, model, optimizer and exact validation perplexity."""
+    d, t = recipe.data, recipe.train
+    train_lines = split_lines(d.corpus, "train")
+    vocab = Vocabulary.from_lines(train_lines, d.tokens)  # deterministic, so a resumed run rebuilds the same one
+    if not resume:
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
+    trainer = Trainer(
+        model=model,
+        optimizer=build_optimizer(recipe, model),
+        data=StreamBatches(vocab.stream(train_lines), d.batch_size, d.bptt),
+        evaluate=lm_evaluator(vocab.stream(split_lines(d.corpus, "valid"))),
+        cfg=t,
+        run_dir=run_dir,
+        device=device,
+        extra={"recipe": recipe.to_dict(), "vocabulary": vocab.tokens},
+    )
+    if resume:
+        trainer.resume(run_dir / "last.pt")
+    return trainer
+
+
+def lm_evaluator(ids: torch.Tensor):
+    """Validation: exact NLL per token over the whole split, state carried through it (see LanguageModel.stream_nll)."""
+
+    def evaluate(model: LanguageModel) -> dict[str, float]:
+        total, count = model.stream_nll(ids)
+        return {"loss": total / count, "ppl": perplexity(total, count)}
+
+    return evaluate
+
+
+def load_language_model(run_dir: str | Path, which: str = "best", device: str = "cpu"):
+    """A trained lm run: its recipe, the model (eval mode) and its vocabulary."""
+    payload = checkpoint.load(checkpoint.find(run_dir, which))
+    recipe = recipe_from_dict(payload["recipe"])
+    if recipe.task != "lm":
+        raise checkpoint.CheckpointError(f"{run_dir} holds a {recipe.task} run, not a language model")
+    vocab = Vocabulary(payload["vocabulary"], recipe.data.tokens)
+    model = build_model(recipe, tgt_vocab=len(vocab))
+    model.load_state_dict(payload["model"])
+    return recipe, model.to(resolve_device(device)).eval(), vocab
+
+
+def lm_split_perplexity(run_dir: str | Path, split: str, which: str = "best", device: str = "auto") -> tuple[float, int]:
+    """Exact perplexity of a trained language model on a split of its corpus, in fp32 -> (perplexity, tokens)."""
+    recipe, model, vocab = load_language_model(run_dir, which, device)
+    total, count = model.stream_nll(vocab.stream(split_lines(recipe.data.corpus, split)))
+    return perplexity(total, count), count
+
+
+def run_task(run_dir: str | Path, which: str = "best") -> str:
+    """The task of a trained run, read from its checkpoint's recipe."""
+    return str(checkpoint.load(checkpoint.find(run_dir, which))["recipe"].get("task", "translation"))
 
 
 # ---------------------------------------------------------------------------------------------- inference

@@ -150,10 +150,44 @@ class RegressorModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+@dataclass(frozen=True)
+class LMDataConfig:
+    corpus: Literal["ptb", "wikitext-2"] = "ptb"  # named corpus with train / valid / test splits
+    tokens: Literal["word", "char"] = "word"  # word: the corpus's own vocabulary; char: its characters
+    bptt: int = 35  # truncated backpropagation through time: steps per batch; the state carries across batches
+    batch_size: int = 20  # parallel streams the training split is cut into
+
+    def __post_init__(self) -> None:
+        if self.bptt < 1 or self.batch_size < 1:
+            raise ConfigError(f"data.bptt and data.batch_size must be >= 1, got {self.bptt}, {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class LMModelConfig:
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"
+    embedding_size: int = 200
+    hidden_size: int = 200
+    layers: int = 2
+    dropout: float = 0.0  # between recurrent layers and on the last layer's outputs
+    embedding_dropout: float = 0.0  # on the input embeddings
+    tie_embeddings: bool = False  # output projection = input embeddings (needs hidden_size == embedding_size)
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_size", "hidden_size", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.embedding_dropout < 1.0:
+            raise ConfigError("model.dropout and model.embedding_dropout must be in [0, 1)")
+        if self.tie_embeddings and self.hidden_size != self.embedding_size:
+            raise ConfigError(f"model.tie_embeddings needs model.hidden_size == model.embedding_size, got "
+                              f"{self.hidden_size} and {self.embedding_size}")  # fmt: skip
+
+
 # Which section types each task takes; a task without a tokenizer section maps it to None.
 TASKS: dict[str, dict[str, type | None]] = {
     "translation": {"data": DataConfig, "tokenizer": TokenizerConfig, "model": TranslationModelConfig},
     "regression": {"data": SeriesDataConfig, "tokenizer": None, "model": RegressorModelConfig},
+    "lm": {"data": LMDataConfig, "tokenizer": None, "model": LMModelConfig},
 }
 
 

@@ -2,6 +2,7 @@
 
 Translates a split of the run's corpus and prints sacreBLEU BLEU, chrF and TER with their signatures. Several run
 directories decode as an ensemble. The translations are written to RUN_DIR/hyps.<split>.<tgt_lang>.
+For a language model (task lm) it prints the exact perplexity of the split (train | valid | test).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     beam = 1 if args.greedy else args.beam
     try:
-        from seq2seq.build import load_for_inference
+        from seq2seq.build import lm_split_perplexity, load_for_inference, run_task
+
+        if run_task(args.run_dirs[0], args.checkpoint) == "lm":
+            ppl, count = lm_split_perplexity(args.run_dirs[0], args.split, args.checkpoint, args.device)
+            print(f"{args.split} perplexity = {ppl:.2f} ({count} tokens)")
+            return 0
         from seq2seq.data.parallel import load_parallel
         from seq2seq.metrics import all_scores
 

@@ -88,13 +88,21 @@ def sample(
     min_length: int = 0,
     ban_unk: bool = False,
     generator: torch.Generator | None = None,
+    start_tokens: Tensor | None = None,
+    max_len: int | None = None,
 ) -> list[Hypothesis]:
-    """One hypothesis per sentence: greedy (temperature 0) or sampled. Finished sentences leave the batch."""
+    """One hypothesis per sentence: greedy (temperature 0) or sampled. Finished sentences leave the batch.
+
+    start_tokens (B,): the first tokens fed in (default BOS; a language model continues from its prompt's last token).
+    max_len: the most tokens generated per sentence, instead of the limit from max_len_ratio.
+    """
     state = model.encode(src, src_lengths)
-    limits = max_lengths(src_lengths, max_len_ratio).to(src.device)
     B = src.shape[0]
+    limits = max_lengths(src_lengths, max_len_ratio).to(src.device) if max_len is None else torch.full(
+        (B,), max_len, device=src.device)  # fmt: skip
     alive = torch.arange(B, device=src.device)  # original index of each row still decoding
-    tokens = torch.full((B,), BOS, dtype=torch.long, device=src.device)
+    tokens = torch.full((B,), BOS, dtype=torch.long) if start_tokens is None else start_tokens
+    tokens = tokens.to(src.device)
     score = torch.zeros(B, device=src.device)
     steps: list[tuple[Tensor, Tensor, Tensor]] = []  # (alive, token, attention) per step, read back at the end
     final = torch.zeros(B, device=src.device)
@@ -140,24 +148,27 @@ def beam_search(
     min_length: int = 0,
     no_repeat_ngram: int = 0,
     ban_unk: bool = False,
+    start_tokens: Tensor | None = None,
+    max_len: int | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over sentences and beams at once -> the n best hypotheses of each sentence.
 
     Rows are laid out sentence-major: row b * K + k is beam k of sentence b. Each step takes the 2K best
     continuations of each sentence; those ending in EOS among the first K are finished (scored with the GNMT
     length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, or at its
-    maximum length; done sentences leave the batch.
+    maximum length; done sentences leave the batch. start_tokens and max_len are as in `sample`.
     """
     K = beam_size
     if n_best > K:
         raise ValueError(f"n_best ({n_best}) cannot exceed the beam size ({K})")
     B, device = src.shape[0], src.device
     state = model.encode(src, src_lengths).select(torch.arange(B, device=device).repeat_interleave(K))
-    limits = max_lengths(src_lengths, max_len_ratio).tolist()
+    limits = max_lengths(src_lengths, max_len_ratio).tolist() if max_len is None else [max_len] * B
     sentence = torch.arange(B, device=device)  # original sentence of each still-active block of K rows
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start: the K beams would otherwise be copies
-    tokens = torch.full((B * K,), BOS, dtype=torch.long, device=device)
+    tokens = torch.full((B * K,), BOS, dtype=torch.long, device=device) if start_tokens is None else (
+        start_tokens.to(device).repeat_interleave(K))  # fmt: skip
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)
     attn_history: Tensor | None = None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
