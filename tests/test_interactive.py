@@ -47,7 +47,11 @@ def test_interactive_prompt_answers_every_input_and_survives(toy_run, tmp_path):
 
     child.sendline(" ".join(["sa"] * 240) + " .")  # Ctrl-C during a long translation
     child.sendintr()
-    child.expect(prompt)
+    if child.expect([prompt, pexpect.TIMEOUT], timeout=15) == 1:
+        # Seen once in CI: when ^C lands while the line is still in the terminal's input queue, the tty discards
+        # it and the program sits at its prompt without redrawing it. It must still answer the next line.
+        child.sendline("")
+        child.expect(prompt)
 
     child.sendline("sb sa .")  # still alive and still right
     child.expect("TD TK \\.")
