@@ -44,13 +44,7 @@ def _pyplot():
     return plt
 
 
-def plot_forecast(dates, actual, predicted: dict, title: str, out_path: Path) -> Path:
-    """A series (dates (M,), actual (M,)) with one or more predicted lines over it, like the lab's figures."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(dates, actual, color="0.3", lw=1.2, label="actual")
-    for i, (label, values) in enumerate(predicted.items()):
-        ax.plot(dates, values, color=f"C{i + 1}", lw=1, label=label)
+def _finish_series(plt, fig, ax, title: str, out_path: Path) -> Path:
     ax.set_title(title)
     ax.set_ylabel("close (index points)")
     ax.grid(alpha=0.3)
@@ -59,6 +53,16 @@ def plot_forecast(dates, actual, predicted: dict, title: str, out_path: Path) ->
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_forecast(dates, actual, predicted: dict, title: str, out_path: Path) -> Path:
+    """A series (dates (M,), actual (M,)) with one or more predicted lines over it, like the lab's figures."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(dates, actual, color="0.3", lw=1.2, label="actual")
+    for i, (label, values) in enumerate(predicted.items()):
+        ax.plot(dates, values, color=f"C{i + 1}", lw=1, label=label)
+    return _finish_series(plt, fig, ax, title, out_path)
 
 
 def plot_fans(dates, actual, fans: list, title: str, out_path: Path) -> Path:
@@ -69,14 +73,7 @@ def plot_fans(dates, actual, fans: list, title: str, out_path: Path) -> Path:
     for k, (start, values) in enumerate(fans):
         label = "fed-back forecasts" if k == 0 else None
         ax.plot(dates[start : start + len(values)], values, color="C3", lw=1, label=label)
-    ax.set_title(title)
-    ax.set_ylabel("close (index points)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _finish_series(plt, fig, ax, title, out_path)
 
 
 def plot_attention(translation, out_path: Path) -> Path:
