@@ -171,7 +171,6 @@ def translation_evaluator(sources, references, valid_ids, src_tok, tgt_tok, reci
                 total, count = total + float(loss), count + n
         translator = Translator(model, src_tok, tgt_tok, device, recipe.train.precision, recipe.train.decode_max_ratio)
         hyps = translator.translate(sources)
-        model.eval()  # Translator switched it to eval already; the trainer switches back
         return {
             "loss": total / max(count, 1),
             "ppl": perplexity(total, count),
