@@ -3,7 +3,8 @@
 Continues a prompt with a trained language model (task lm), through seq2seq/search.py: greedy by default, beam
 search with --beam, sampling with --temperature > 0 (optionally top-k / top-p filtered; --seed makes it
 reproducible). Generation stops at the end of the sentence (EOS) or after --max-tokens tokens.
-Without --prompt: an interactive prompt on a terminal, else one continuation per line of standard input.
+Without --prompt: an interactive prompt on a terminal (line editing and history, as in `translate`), else one
+continuation per line of standard input.
 """
 
 from __future__ import annotations
@@ -66,14 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt is not None:
         print(continue_text(model, vocab, args.prompt, args, generator))
         return 0
-    interactive = sys.stdin.isatty()
-    while True:
-        try:
-            line = input("> ") if interactive else sys.stdin.readline()
-        except (EOFError, KeyboardInterrupt):
-            break
-        if not interactive and not line:
-            break
+    if sys.stdin.isatty():
+        from seq2seq.prompt import prompt_loop
+
+        prompt_loop(lambda line: print(continue_text(model, vocab, line.strip(), args, generator), flush=True),
+                    "Type the start of a text and press Enter")  # fmt: skip
+        return 0
+    for line in sys.stdin:
         print(continue_text(model, vocab, line.strip(), args, generator), flush=True)
     return 0
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from seq2seq.checkpoint import CheckpointError
+from seq2seq.prompt import prompt_loop
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,31 +63,8 @@ def translate_stream(translator, stream, out, args, options) -> None:
 
 
 def interactive(translator, args, options) -> None:
-    import readline  # noqa: F401 - importing it gives input() line editing and history
-
-    history = Path.home() / ".seq2seq_history"
-    try:
-        readline.read_history_file(history)
-    except OSError:
-        pass
-    print("Type a sentence and press Enter; Ctrl-D quits, Ctrl-C interrupts a translation.", file=sys.stderr)
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            print(file=sys.stderr)
-            break
-        except KeyboardInterrupt:
-            print(file=sys.stderr)
-            continue
-        except UnicodeDecodeError as e:
-            print(f"error: that line is not valid UTF-8 ({e.reason}); try again", file=sys.stderr)
-            continue
-        try:
-            result = translator.translate_n_best([line], args.beam, args.n_best, 1, **options)[0]
-        except KeyboardInterrupt:
-            print("(interrupted)", file=sys.stderr)
-            continue
+    def respond(line: str) -> None:
+        result = translator.translate_n_best([line], args.beam, args.n_best, 1, **options)[0]
         print(format_n_best(result).replace("\t", "\n") if len(result) > 1 else result[0].text, flush=True)
         if args.attention and result[0].tgt_pieces:
             show_attention(result[0])
@@ -94,10 +72,8 @@ def interactive(translator, args, options) -> None:
             from seq2seq.plots import plot_attention
 
             print(f"attention heatmap: {plot_attention(result[0], Path(args.plot_attention))}", file=sys.stderr)
-    try:
-        readline.write_history_file(history)
-    except OSError:
-        pass
+
+    prompt_loop(respond, "Type a sentence and press Enter")
 
 
 def show_attention(t) -> None:
