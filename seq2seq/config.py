@@ -80,9 +80,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast dtype; fp16 only on CUDA
     threads: int = 0  # CPU intra-op threads (0 = torch's default)
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam | adamw
+    momentum: float = 0.0  # sgd
     weight_decay: float = 0.0
     schedule: Literal["constant", "plateau", "inverse_sqrt"] = "plateau"
     warmup_steps: int = 0
@@ -153,7 +154,9 @@ class RegressorModelConfig:
 @dataclass(frozen=True)
 class LMDataConfig:
     corpus: Literal["ptb", "wikitext-2"] = "ptb"  # named corpus with train / valid / test splits
-    tokens: Literal["word", "char"] = "word"  # word: the corpus's own vocabulary; char: its characters
+    # word: the corpus's own vocabulary; char: its characters; sentencepiece: pieces trained on the training split
+    tokens: Literal["word", "char", "sentencepiece"] = "word"
+    vocab_size: int = 10000  # sentencepiece only: pieces in the model
     bptt: int = 35  # truncated backpropagation through time: steps per batch; the state carries across batches
     batch_size: int = 20  # parallel streams the training split is cut into
 
