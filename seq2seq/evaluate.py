@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.build import lm_split_perplexity, load_for_inference, run_task
 
         if run_task(args.run_dirs[0], args.checkpoint) == "lm":
-            ppl, count = lm_split_perplexity(args.run_dirs[0], args.split, args.checkpoint, args.device)
-            print(f"{args.split} perplexity = {ppl:.2f} ({count} tokens)")
+            r = lm_split_perplexity(args.run_dirs[0], args.split, args.checkpoint, args.device)
+            print(f"{args.split} perplexity = {r['ppl']:.2f} ({r['tokens']} {r['level']} tokens)")
+            if r["level"] != "word":  # comparable with word-level models: the same total NLL spread over the words
+                print(f"{args.split} word-level perplexity = {r['word_ppl']:.2f} ({r['words']} words incl. <eos>)")
             return 0
         from seq2seq.data.parallel import load_parallel
         from seq2seq.metrics import all_scores

@@ -13,7 +13,15 @@ import torch
 
 from seq2seq import evaluate, generate, search
 from seq2seq.config import ConfigError, load_recipe
-from seq2seq.data.text import LMBatch, StreamBatches, Vocabulary, batchify, split_lines
+from seq2seq.data.text import (
+    LMBatch,
+    PieceVocabulary,
+    StreamBatches,
+    Vocabulary,
+    batchify,
+    split_lines,
+    vocabulary_from,
+)
 from seq2seq.models.lm import LanguageModel
 from seq2seq.models.recurrent import CELLS
 from seq2seq.tokenizer import EOS, UNK
@@ -47,7 +55,7 @@ def tiny_ptb(tmp_path, monkeypatch) -> Path:
 
 
 TINY = [
-    "model.embedding_size=16",
+    "model.embedding_size=24",
     "model.hidden_size=24",
     "model.layers=2",
     "data.bptt=6",
@@ -57,6 +65,7 @@ TINY = [
     "train.log_every=10",
     "train.max_minutes=0",
     "train.threads=0",
+    "train.lr=5",  # the recipe's SGD lr 20 is for batches of 20 x 35 tokens; these are 4 x 6
 ]
 
 
@@ -196,7 +205,7 @@ def test_training_evaluate_and_generate_flags(lm_run, tiny_ptb, capsys):
     assert evaluate.main([str(lm_run), "--split", "test"]) == 0
     printed = capsys.readouterr().out
     tokens = sum(len(line.split()) + 1 for line in split_lines("ptb", "test"))
-    assert printed.startswith("test perplexity = ") and printed.strip().endswith(f"({tokens} tokens)")
+    assert printed.startswith("test perplexity = ") and printed.strip().endswith(f"({tokens} word tokens)")
 
     def run(*flags: str) -> str:
         assert generate.main([str(lm_run), "--prompt", "the company", *flags]) == 0
@@ -212,11 +221,67 @@ def test_training_evaluate_and_generate_flags(lm_run, tiny_ptb, capsys):
         assert len(text.split()) <= 2 + 2
 
 
+def test_sentencepiece_vocabulary_round_trips_and_keeps_corpus_unk():
+    lines = [" the cat <unk> sat ", " <unk> <unk> a dog said N ", "hello world"] * 30
+    vocab = PieceVocabulary.from_lines(lines, vocab_size=40)
+    ids = vocab.stream(lines[:3]).tolist()
+    assert ids.count(UNK) == 3 and ids.count(EOS) == 3  # one UNK per corpus <unk>, one EOS per line
+    assert vocab.decode(ids) == "the cat <unk> sat\n<unk> <unk> a dog said N\nhello world\n"
+    assert vocab.prompt("the cat") == ids[: len(vocab.prompt("the cat"))]
+    again = vocabulary_from(vocab.state(), "sentencepiece")
+    assert again.stream(lines).tolist() == vocab.stream(lines).tolist()
+
+
+def test_sentencepiece_language_model_reports_word_level_perplexity(tiny_ptb, tmp_path, capsys):
+    from seq2seq.build import build_training
+
+    recipe = load_recipe(ROOT / "recipes/lm-ptb.yaml", [*TINY, "data.tokens=sentencepiece", "data.vocab_size=40",
+                                                        "train.max_steps=20", "train.valid_every=10"])  # fmt: skip
+    build_training(recipe, tmp_path / "run", resume=False).fit()
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "run"), "--split", "test"]) == 0
+    first, second = capsys.readouterr().out.strip().splitlines()
+    ppl, tokens = float(first.split()[3]), int(first.split("(")[1].split()[0])
+    word_ppl, words = float(second.split()[4]), int(second.split("(")[1].split()[0])
+    assert words == sum(len(line.split()) + 1 for line in split_lines("ptb", "test"))
+    # one total NLL, two denominators: log(ppl) * tokens == log(word_ppl) * words
+    assert math.log(ppl) * tokens == pytest.approx(math.log(word_ppl) * words, rel=1e-3)
+    assert generate.main([str(tmp_path / "run"), "--prompt", "the company", "--max-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith("the company")
+
+
 def test_generate_reads_prompts_from_stdin(lm_run, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("the cat\n\n"))  # an empty prompt starts from a sentence start
     assert generate.main([str(lm_run), "--max-tokens", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("the cat") and out.count("\n") == 2  # one line per prompt
+
+
+def test_generate_interactive_prompt_survives_bad_input(lm_run, tmp_path):
+    import os
+    import sys
+
+    import pexpect
+
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "seq2seq.generate", str(lm_run), "--max-tokens", "4"], cwd=str(ROOT),
+                          env=env, timeout=60, encoding="utf-8", codec_errors="replace")  # fmt: skip
+    child.expect("Ctrl-D quits")
+    child.expect("> ")
+    child.sendline("the company")
+    child.expect("the company")
+    child.expect("> ")
+    os.write(child.child_fd, b"the \xff\xfe\r")  # invalid UTF-8 bytes
+    child.expect("not valid UTF-8")
+    child.sendintr()  # Ctrl-C at the prompt
+    child.sendline("a dog")
+    child.expect("a dog")
+    child.expect("> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert (tmp_path / ".seq2seq_history").read_bytes().count(b"the company") == 1  # readline kept the history
 
 
 # ------------------------------------------------------------------------------------------- real data

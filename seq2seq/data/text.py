@@ -3,7 +3,8 @@
 Word level (PTB, WikiText-2): tokens are split on whitespace and one `<eos>` ends every line, as in pytorch/examples
 `word_language_model`; the corpus's own `<unk>` and `<eos>` become our fixed UNK and EOS ids. Character level: the
 characters of each line, then EOS. The vocabulary is a plain list of strings (id = position) that travels inside
-checkpoints; ids 0..3 keep their meaning from seq2seq/tokenizer.py.
+checkpoints; ids 0..3 keep their meaning from seq2seq/tokenizer.py. SentencePiece level: pieces of a model trained on
+the training split (`PieceVocabulary`; its proto travels inside checkpoints instead of a list).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from seq2seq.data.corpora import DataError, corpus_file, read_lines
-from seq2seq.tokenizer import EOS, UNK
+from seq2seq.tokenizer import EOS, UNK, Tokenizer
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]  # ids PAD, UNK, BOS, EOS
 SPLIT_FILES = {
@@ -33,6 +34,11 @@ def split_lines(corpus: str, split: str) -> list[str]:
 def line_tokens(line: str, level: str) -> list[str]:
     """'the cat' -> ['the', 'cat', '<eos>'] (word) or ['t', 'h', 'e', ' ', 'c', 'a', 't', '<eos>'] (char)."""
     return [*(line.split() if level == "word" else line), "<eos>"]
+
+
+def word_count(lines: Sequence[str]) -> int:
+    """Whitespace tokens plus one `<eos>` per line: the count a word-level perplexity divides by."""
+    return sum(len(line.split()) + 1 for line in lines)
 
 
 class Vocabulary:
@@ -74,6 +80,78 @@ class Vocabulary:
         if self.level == "char":
             return "".join(pieces)
         return " ".join(pieces).replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n")
+
+    def state(self) -> list[str]:
+        """What a checkpoint stores to rebuild this vocabulary (see `vocabulary_from`)."""
+        return self.tokens
+
+
+class PieceVocabulary:
+    """SentencePiece pieces, the same interface as Vocabulary. The corpus's own `<unk>` (PTB and WikiText-2 mark
+    rare words with it) maps to UNK rather than being spelled out in pieces; EOS ends every line."""
+
+    level = "sentencepiece"
+
+    def __init__(self, proto: bytes) -> None:
+        self.tokenizer = Tokenizer(proto)
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[str], vocab_size: int) -> PieceVocabulary:
+        clean = [" ".join(part.split()) for line in lines for part in line.split("<unk>")]
+        return cls(Tokenizer.train(clean, vocab_size=vocab_size).proto)
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def _line(self, line: str) -> list[int]:
+        parts = self.tokenizer.encode([" ".join(p.split()) for p in line.split("<unk>")])
+        ids = parts[0]
+        for part in parts[1:]:
+            ids = [*ids, UNK, *part]
+        return ids
+
+    def stream(self, lines: Sequence[str]) -> Tensor:
+        return torch.tensor([i for line in lines for i in (*self._line(line), EOS)], dtype=torch.long)
+
+    def prompt(self, text: str) -> list[int]:
+        return self._line(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids -> text; UNK shows as `<unk>`, EOS as a line break."""
+        lines: list[list[int]] = [[]]
+        for i in ids:
+            if i == EOS:
+                lines.append([])
+            else:
+                lines[-1].append(i)
+        return "\n".join(self._decode_line(line) for line in lines)
+
+    def _decode_line(self, ids: list[int]) -> str:
+        segments: list[list[int]] = [[]]
+        for i in ids:
+            if i == UNK:
+                segments.append([])
+            else:
+                segments[-1].append(i)
+        words = [self.tokenizer.sp.decode(segments[0])]
+        for segment in segments[1:]:
+            words += ["<unk>", self.tokenizer.sp.decode(segment)]
+        return " ".join(w for w in words if w)
+
+    def state(self) -> bytes:
+        return self.tokenizer.proto
+
+
+def build_vocabulary(lines: Sequence[str], level: str, vocab_size: int) -> Vocabulary | PieceVocabulary:
+    """The vocabulary of a training split at `level` (word | char | sentencepiece); deterministic."""
+    if level == "sentencepiece":
+        return PieceVocabulary.from_lines(lines, vocab_size)
+    return Vocabulary.from_lines(lines, level)
+
+
+def vocabulary_from(state: list[str] | bytes, level: str) -> Vocabulary | PieceVocabulary:
+    """Rebuild the vocabulary a checkpoint stored with `.state()`."""
+    return PieceVocabulary(state) if level == "sentencepiece" else Vocabulary(state, level)
 
 
 def batchify(ids: Tensor, batch_size: int) -> Tensor:
