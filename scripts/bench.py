@@ -2,11 +2,14 @@
 
     python scripts/bench.py train  [--steps 30]          # LSTM-medium variants on real Multi30k batches
     python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr
+    python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
+    python scripts/bench.py all                          # train, then lm, in one process (one machine state)
 
 `train` measures, in one run, the straightforward reference (input feeding: a Python loop over decoder steps,
 fp32) and the fast paths, so speed-ups are ratios taken on one machine at one time. FLOPs are counted from the
 model's shapes (multiply-adds x 2, backward = 2 x forward) and MFU is taken against a bf16 matmul peak measured
-in the same run.
+in the same run. `lm` does the same for the language-model recipes against a copy of pytorch/examples'
+word_language_model (its RNNModel and training step: fp32, seq-first nn.LSTM, manual SGD), at the same sizes.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from seq2seq.build import build_model, tokenize, train_tokenizers
+from seq2seq.build import build_model, build_optimizer, tokenize, train_tokenizers
 from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
+from seq2seq.data.text import StreamBatches, Vocabulary, split_lines
 from seq2seq.trainer import autocast
 
-MEDIUM = Path(__file__).resolve().parents[1] / "recipes" / "en-fr-medium.yaml"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+MEDIUM = RECIPES / "en-fr-medium.yaml"
+LM_RECIPES = ["lm-ptb.yaml", "lm-ptb-medium.yaml"]
 VARIANTS = {
     "reference: input feeding, bahdanau, fp32": ["model.input_feeding=true", "model.attention=bahdanau",
                                                  "train.precision=fp32"],
@@ -101,6 +108,87 @@ def bench_train(args) -> None:
         }), flush=True)  # fmt: skip
 
 
+class ExampleRNNModel(nn.Module):
+    """pytorch/examples word_language_model/model.py RNNModel (LSTM), as its main.py trains it: the reference."""
+
+    def __init__(self, ntoken: int, ninp: int, nhid: int, nlayers: int, dropout: float, tie: bool) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.rnn = nn.LSTM(ninp, nhid, nlayers, dropout=dropout)
+        self.decoder = nn.Linear(nhid, ntoken)
+        if tie:
+            self.decoder.weight = self.encoder.weight
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def forward(self, x, hidden):
+        output, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
+        decoded = self.decoder(self.drop(output)).view(-1, self.decoder.out_features)
+        return torch.log_softmax(decoded, dim=1), hidden
+
+
+def lm_flops(m, vocab: int) -> float:
+    """Training FLOPs per token of a word-level LM (recurrence + output projection, x3 for backward)."""
+    rnn = sum(lstm_flops(m.embedding_size if i == 0 else m.hidden_size, m.hidden_size) for i in range(m.layers))
+    return 3 * (rnn + 2 * m.hidden_size * vocab)
+
+
+def bench_lm(args) -> None:
+    lines = split_lines("ptb", "train")
+    vocab = Vocabulary.from_lines(lines, "word")
+    peak = matmul_peak(torch.bfloat16)
+    for name in LM_RECIPES:
+        recipe = load_recipe(RECIPES / name)
+        m, d = recipe.model, recipe.data
+        stream = StreamBatches(vocab.stream(lines), d.batch_size, d.bptt)
+        batches = [b for _, (_, b) in zip(range(args.steps + 3), stream.epoch(1))]
+        speeds = {}
+        # The reference: pytorch/examples main.py's train() step, fp32, at this recipe's sizes.
+        torch.manual_seed(0)
+        ref = ExampleRNNModel(len(vocab), m.embedding_size, m.hidden_size, m.layers, m.dropout, m.tie_embeddings)
+        hidden = None
+        for i, b in enumerate(batches):
+            if i == 3:
+                start = time.perf_counter()
+            x, y = b.inputs.t().contiguous(), b.targets.t().contiguous()  # seq-first, as the example batchifies
+            hidden = tuple(h.detach() for h in hidden) if hidden is not None else None
+            ref.zero_grad()
+            output, hidden = ref(x, hidden)
+            torch.nn.functional.nll_loss(output, y.view(-1)).backward()
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.25)
+            for p in ref.parameters():
+                p.data.add_(p.grad, alpha=-recipe.train.lr)
+        speeds["pytorch/examples word_language_model, fp32"] = time.perf_counter() - start
+        # Ours: the recipe's model, optimizer and precision, through model.loss as the trainer calls it.
+        torch.manual_seed(0)
+        model = build_model(recipe, tgt_vocab=len(vocab))
+        opt = build_optimizer(recipe, model)
+        for i, b in enumerate(batches):
+            if i == 3:
+                start = time.perf_counter()
+            with autocast(torch.device("cpu"), recipe.train.precision):
+                loss, count = model.loss(b)
+            (loss / count).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        speeds[f"seq2seq recipes/{name}, {recipe.train.precision}"] = time.perf_counter() - start
+        tokens = args.steps * d.batch_size * d.bptt
+        reference = tokens / next(iter(speeds.values()))
+        for variant, seconds in speeds.items():
+            print(json.dumps({
+                "bench": "lm", "model": f"{m.layers}x{m.hidden_size}" + (" tied" if m.tie_embeddings else ""),
+                "variant": variant, "steps": args.steps, "tokens_per_s": round(tokens / seconds),
+                "seconds_per_ptb_epoch": round(929_589 / (tokens / seconds)),
+                "tflops": lm_flops(m, len(vocab)) * tokens / seconds / 1e12,
+                "mfu_vs_bf16_peak": lm_flops(m, len(vocab)) * tokens / seconds / peak,
+                "speedup_vs_example": tokens / seconds / reference, "threads": torch.get_num_threads(),
+                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }), flush=True)  # fmt: skip
+
+
 def bench_decode(args) -> None:
     from seq2seq.translator import Translator
 
@@ -131,12 +219,23 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train")
     t.add_argument("--steps", type=int, default=30)
+    lm = sub.add_parser("lm")
+    lm.add_argument("--steps", type=int, default=60)
+    both = sub.add_parser("all")
+    both.add_argument("--steps", type=int, default=30, help="timed steps per translation variant (x2 for lm)")
     d = sub.add_parser("decode")
     d.add_argument("run_dir")
     d.add_argument("--split", default="test_2016_flickr")
     d.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    bench_train(args) if args.what == "train" else bench_decode(args)
+    if args.what in ("train", "all"):
+        bench_train(args)
+    if args.what == "all":
+        args.steps *= 2
+    if args.what in ("lm", "all"):
+        bench_lm(args)
+    if args.what == "decode":
+        bench_decode(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ For a language model (task lm) it prints the exact perplexity of the split (trai
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if run_task(args.run_dirs[0], args.checkpoint) == "lm":
             r = lm_split_perplexity(args.run_dirs[0], args.split, args.checkpoint, args.device)
             print(f"{args.split} perplexity = {r['ppl']:.2f} ({r['tokens']} {r['level']} tokens)")
+            if r["level"] == "char":
+                print(f"{args.split} bits per character = {math.log2(r['ppl']):.3f}")
             if r["level"] != "word":  # comparable with word-level models: the same total NLL spread over the words
                 print(f"{args.split} word-level perplexity = {r['word_ppl']:.2f} ({r['words']} words incl. <eos>)")
             return 0
