@@ -182,10 +182,13 @@ def beam_search(
         if no_repeat_ngram:
             log_probs = block_ngrams(log_probs, history, no_repeat_ngram)
         active = sentence.numel()
-        V = log_probs.shape[-1]
-        candidates = (scores.view(-1, 1) + log_probs).view(active, K * V)
-        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=-1)  # (active, 2K)
-        beam, token = top_index // V, top_index % V
+        # The 2K best continuations of a sentence are among the 2K best tokens of each of its beams: take those
+        # first (one pass over the vocabulary per row), then choose among K x 2K instead of K x V.
+        row_scores, row_tokens = log_probs.topk(min(2 * K, log_probs.shape[-1]), dim=-1)  # (active*K, W)
+        W = row_scores.shape[-1]
+        candidates = (scores.view(-1, 1) + row_scores).view(active, K * W)
+        top_scores, top_index = candidates.topk(min(2 * K, K * W), dim=-1)  # (active, 2K)
+        beam, token = top_index // W, row_tokens.view(active, K * W).gather(1, top_index)
         t += 1
         at_limit = torch.tensor([limits[s] <= t for s in sentence.tolist()], device=device)
         # 1. finish: EOS among the first K candidates; every candidate of a sentence at its length limit

@@ -34,15 +34,22 @@ class DecoderState:
     memory: Tensor  # (B, S, D*He) encoder outputs
     keys: Tensor  # (B, S, A) attention key projections of memory
     mask: Tensor  # (B, S) True at real source tokens
+    source: Tensor  # (B,) the sentence whose memory each row holds
 
     def select(self, index: Tensor) -> DecoderState:
-        """Keep/reorder batch entries: state.select(tensor([0, 0, 2])) duplicates sentence 0 and drops 1."""
+        """Keep/reorder batch entries: state.select(tensor([0, 0, 2])) duplicates sentence 0 and drops 1.
+
+        When every row keeps the sentence it had (beam search reordering hypotheses within each sentence), the
+        memory, keys and mask are the same tensors and are not copied."""
+        source = self.source.index_select(0, index)
+        same = source.shape == self.source.shape and torch.equal(source, self.source)
         return DecoderState(
             rnn=select_state(self.rnn, index),
             feed=None if self.feed is None else self.feed.index_select(0, index),
-            memory=self.memory.index_select(0, index),
-            keys=self.keys.index_select(0, index),
-            mask=self.mask.index_select(0, index),
+            memory=self.memory if same else self.memory.index_select(0, index),
+            keys=self.keys if same else self.keys.index_select(0, index),
+            mask=self.mask if same else self.mask.index_select(0, index),
+            source=source,
         )
 
 
@@ -114,6 +121,7 @@ class Seq2Seq(nn.Module):
             memory=memory,
             keys=self.attention.project_keys(memory),
             mask=mask,
+            source=torch.arange(B, device=src.device),
         )
 
     # ------------------------------------------------------------------------------------------------ decoder
@@ -131,7 +139,7 @@ class Seq2Seq(nn.Module):
         o, weights = self._attend(h, state)
         o = o.squeeze(1)
         feed = o if self.input_feeding else None
-        return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask), weights.squeeze(1)
+        return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask, state.source), weights.squeeze(1)
 
     def set_step(self, step: int) -> None:
         self.step = step
