@@ -1,0 +1,51 @@
+"""What every task's composition shares: the device, the model from its recipe section, the optimizer."""
+
+from __future__ import annotations
+
+import torch
+
+from seq2seq.config import Recipe
+from seq2seq.models.lm import LanguageModel
+from seq2seq.models.regressor import Regressor
+from seq2seq.models.seq2seq import Seq2Seq
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but torch sees no CUDA GPU; use train.device=cpu")
+    if device.type == "cuda" and device.index is None:  # under torchrun, the GPU train.py selected for this rank
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch.nn.Module:
+    """The task's model; translation needs both vocabulary sizes, the language model `tgt_vocab`."""
+    m = recipe.model
+    match recipe.task:
+        case "translation":
+            return Seq2Seq(
+                src_vocab, tgt_vocab, m.embedding_size, m.encoder_hidden, m.encoder_layers, m.bidirectional,
+                m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
+                m.share_embeddings, m.dropout, recipe.train.label_smoothing,
+                m.scheduled_sampling, m.sampling_max, m.sampling_steps,
+            )  # fmt: skip
+        case "regression":
+            return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)
+        case "lm":
+            return LanguageModel(
+                tgt_vocab, m.embedding_size, m.hidden_size, m.layers, m.cell, m.dropout, m.embedding_dropout,
+                m.tie_embeddings,
+            )  # fmt: skip
+        case _:
+            raise ValueError(f"no model for task {recipe.task!r}")
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = recipe.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[t.optimizer]
+    return cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)

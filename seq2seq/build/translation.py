@@ -1,0 +1,136 @@
+"""Translation: SentencePiece models, tokenized pair tables, the trainer with BLEU validation, and inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import torch
+import yaml
+
+from seq2seq import checkpoint
+from seq2seq.build.common import build_model, build_optimizer, resolve_device
+from seq2seq.config import Recipe, recipe_from_dict
+from seq2seq.data.batching import PairBatches
+from seq2seq.data.parallel import load_parallel
+from seq2seq.ensemble import Ensemble
+from seq2seq.metrics import bleu, chrf, perplexity
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.trainer import Trainer
+from seq2seq.translator import Translator
+
+
+def train_tokenizers(recipe: Recipe, table: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
+    tc = recipe.tokenizer
+    args = dict(vocab_size=tc.vocab_size, model_type=tc.model_type, character_coverage=tc.character_coverage)
+    if tc.joint:
+        joint = Tokenizer.train([*table["src"], *table["tgt"]], **args)
+        return joint, joint
+    return Tokenizer.train(table["src"], **args), Tokenizer.train(table["tgt"], **args)
+
+
+def tokenize(table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer, cache: Path | None) -> datasets.Dataset:
+    """Add `src_ids` and `tgt_ids` columns (a cached `map` when `cache` is given)."""
+    if cache is not None and cache.is_file():
+        return datasets.Dataset.from_file(str(cache))
+
+    def encode(batch: dict) -> dict:
+        return {"src_ids": src.encode(batch["src"]), "tgt_ids": tgt.encode(batch["tgt"])}
+
+    return table.map(
+        encode, batched=True, batch_size=2000, cache_file_name=str(cache) if cache else None, desc="tokenizing"
+    )
+
+
+def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, rank: int, world: int) -> Trainer:
+    """Data, tokenizers, model, optimizer and validation for translation, in that order."""
+    d, t = recipe.data, recipe.train
+    train_table = load_parallel(d.corpus, d.train_split, d.src_lang, d.tgt_lang, d.hub_config)
+    valid_table = load_parallel(d.corpus, d.valid_split, d.src_lang, d.tgt_lang, d.hub_config)
+    if d.valid_limit:
+        valid_table = valid_table.select(range(min(d.valid_limit, len(valid_table))))
+    if resume:
+        src_tok, tgt_tok = tokenizers_from(checkpoint.load(run_dir / "last.pt"))
+    else:  # SentencePiece training is deterministic, so every rank gets the same models
+        src_tok, tgt_tok = train_tokenizers(recipe, train_table)
+        if rank == 0:
+            (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+            names = {"spm.model": src_tok} if src_tok is tgt_tok else {"spm.src.model": src_tok, "spm.tgt.model": tgt_tok}
+            for name, tok in names.items():  # also inside every checkpoint; these are for other tools
+                (run_dir / name).write_bytes(tok.proto)
+    (run_dir / "cache").mkdir(exist_ok=True)
+    cache = run_dir / "cache" / f"{d.train_split}.arrow" if world == 1 else None  # ranks must not race on a file
+    train_ids = tokenize(train_table, src_tok, tgt_tok, cache)
+    train_ids = train_ids.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
+    valid_ids = tokenize(valid_table, src_tok, tgt_tok, None)
+    model = build_model(recipe, len(src_tok), len(tgt_tok)).to(device)
+    trainer = Trainer(
+        model=model,
+        optimizer=build_optimizer(recipe, model),
+        data=PairBatches(train_ids, t.batch_tokens, t.seed, rank, world),
+        evaluate=translation_evaluator(valid_table["src"], valid_table["tgt"], valid_ids, src_tok, tgt_tok, recipe,
+                                       device),
+        cfg=t,
+        run_dir=run_dir,
+        device=device,
+        extra={"recipe": recipe.to_dict(), "tokenizers": {"src": src_tok.proto, "tgt": tgt_tok.proto}},
+        is_main=rank == 0,
+    )
+    if resume:
+        trainer.resume(run_dir / "last.pt")
+    return trainer
+
+
+def translation_evaluator(sources, references, valid_ids, src_tok, tgt_tok, recipe: Recipe, device):
+    """Validation for translation: exact NLL per token (no label smoothing) and greedy BLEU / chrF."""
+    batches = PairBatches(valid_ids, recipe.train.batch_tokens, seed=0)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for _, batch in batches.epoch(0):
+                loss, n = model.loss(batch.to(device), label_smoothing=0.0)
+                total, count = total + float(loss), count + n
+        translator = Translator(model, src_tok, tgt_tok, device, recipe.train.precision, recipe.train.decode_max_ratio)
+        hyps = translator.translate(sources)
+        return {
+            "loss": total / max(count, 1),
+            "ppl": perplexity(total, count),
+            "bleu": bleu(hyps, [references]).value,
+            "chrf": chrf(hyps, [references]).value,
+        }
+
+    return evaluate
+
+
+def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
+    protos = payload["tokenizers"]
+    src = Tokenizer(protos["src"])
+    return src, src if protos["tgt"] == protos["src"] else Tokenizer(protos["tgt"])
+
+
+def load_for_inference(
+    run_dirs: str | Path | list, which: str = "best", device: str = "auto", precision: str | None = None, **kwargs
+) -> Translator:
+    """A Translator for one run directory, or an ensemble for several that share the target vocabulary."""
+    paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    torch_device = resolve_device(device)
+    models, first = [], None
+    for path in paths:
+        payload = checkpoint.load(checkpoint.find(path, which))
+        recipe = recipe_from_dict(payload["recipe"])
+        src_tok, tgt_tok = tokenizers_from(payload)
+        if first is None:
+            first = (recipe, src_tok, tgt_tok)
+        elif (src_tok.proto, tgt_tok.proto) != (first[1].proto, first[2].proto):
+            raise checkpoint.CheckpointError(f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble")
+        model = build_model(recipe, len(src_tok), len(tgt_tok))
+        model.load_state_dict(payload["model"])
+        models.append(model.to(torch_device))
+    recipe, src_tok, tgt_tok = first
+    kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
+    precision = precision or recipe.train.precision
+    if precision in ("bf16", "fp16"):  # store the weights in that type: autocast would re-cast them at every step
+        models = [m.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision]) for m in models]
+    model = models[0] if len(models) == 1 else Ensemble(models)
+    return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)
