@@ -190,20 +190,22 @@ def bench_lm(args) -> None:
 
 
 def bench_decode(args) -> None:
-    from seq2seq.translator import Translator
+    from seq2seq.translator import Translator, default_batch_size
 
     translator = Translator.from_run(args.run_dir, device="cpu")
     d = translator.recipe.data
     sources = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang)["src"]
     translator.translate(sources[:64])  # warm-up
-    for beam in (1, 5):
-        start = time.perf_counter()
-        outputs = translator.translate(sources, beam=beam, batch_size=args.batch_size)
-        seconds = time.perf_counter() - start
-        pieces = sum(len(p) for p in translator.tgt_tok.encode(outputs))
-        print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
-                          "sentences": len(sources), "sentences_per_s": len(sources) / seconds,
-                          "target_pieces_per_s": pieces / seconds, "batch_size": args.batch_size}), flush=True)  # fmt: skip
+    for beam in (1, 5):  # batches of 64 sentences (as issue #5 measured Joey NMT), and the default batch
+        for batch_size in dict.fromkeys([64, args.batch_size or default_batch_size(beam)]):
+            start = time.perf_counter()
+            outputs = translator.translate(sources, beam=beam, batch_size=batch_size)
+            seconds = time.perf_counter() - start
+            pieces = sum(len(p) for p in translator.tgt_tok.encode(outputs))
+            print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
+                              "batch_size": batch_size, "sentences": len(sources),
+                              "sentences_per_s": len(sources) / seconds, "target_pieces_per_s": pieces / seconds,
+                              "threads": torch.get_num_threads()}), flush=True)  # fmt: skip
     latencies = []
     for line in sources[:100]:
         start = time.perf_counter()
@@ -226,7 +228,7 @@ def main() -> None:
     d = sub.add_parser("decode")
     d.add_argument("run_dir")
     d.add_argument("--split", default="test_2016_flickr")
-    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--batch-size", type=int, help="sentences per batch (default: the translator's, 256 / beam)")
     args = parser.parse_args()
     if args.what in ("train", "all"):
         bench_train(args)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
     parser.add_argument("--greedy", action="store_true", help="same as --beam 1")
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for beam search")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 / beam size)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lowercase-tokenized", action="store_true",
                         help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")

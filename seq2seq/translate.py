@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-length", type=int, default=0, help="no end of sentence before this many pieces")
     p.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating n-grams of this size")
     p.add_argument("--ban-unk", action="store_true", help="never output the unknown token")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 / beam size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
     p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
@@ -55,8 +55,10 @@ def format_n_best(translations) -> str:
 
 def translate_stream(translator, stream, out, args, options) -> None:
     """Translate in chunks, so a large file streams through with bounded memory."""
+    from seq2seq.translator import default_batch_size
+
     lines = read_lines(stream)
-    while chunk := list(itertools.islice(lines, args.batch_size * 16)):
+    while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam)) * 16)):
         for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options):
             out.write(format_n_best(result) + "\n")
         out.flush()

@@ -34,6 +34,18 @@ def clean(line: str) -> str:
     return "".join(" " if unicodedata.category(c) == "Cc" else c for c in line).strip()
 
 
+ROWS_PER_BATCH = 256  # sentences x beam per decoder call: see default_batch_size
+
+
+def default_batch_size(beam: int) -> int:
+    """Sentences per batch when none is given: about 256 decoder rows (256 sentences greedy, 51 with beam 5).
+
+    On the CPU a one-step LSTM call costs nearly the same for 64 rows as for 256, so greedy search gains from big
+    batches, while beam search, which multiplies the rows by the beam, is fastest near this many rows
+    (`python scripts/bench.py decode` measures it)."""
+    return max(1, ROWS_PER_BATCH // max(beam, 1))
+
+
 class Translator:
     def __init__(
         self,
@@ -59,12 +71,12 @@ class Translator:
 
         return load_for_inference(run_dirs, which, device, **kwargs)
 
-    def translate(self, lines: Sequence[str], beam: int = 1, batch_size: int = 64, **options) -> list[str]:
+    def translate(self, lines: Sequence[str], beam: int = 1, batch_size: int | None = None, **options) -> list[str]:
         """One output line per input line; an empty or blank line gives an empty line."""
         return [best[0].text for best in self.translate_n_best(lines, beam, 1, batch_size, **options)]
 
     def translate_n_best(
-        self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int = 64, **options
+        self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int | None = None, **options
     ) -> list[list[Translation]]:
         """beam 1 is greedy search; `options` go to search.beam_search (alpha, min_length, no_repeat_ngram,
         ban_unk) or, for beam 1, to search.sample (temperature, top_k, top_p)."""
@@ -75,6 +87,7 @@ class Translator:
                 ids[i] = seq[: self.max_src_len]
         outputs: list[list[Translation]] = [[Translation("", 0.0, [], [], [])] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
+        batch_size = batch_size or default_batch_size(beam)
         for start in range(0, len(todo), batch_size):
             rows = todo[start : start + batch_size]
             for i, hyps in zip(rows, self.search([ids[i] for i in rows], beam, n_best, **options)):
