@@ -299,3 +299,14 @@ def test_ptb_word_vocabulary_and_token_counts(real_data):
     assert vocab.index["<unk>"] == UNK and vocab.index["<eos>"] == EOS
     assert vocab.stream(lines).numel() == 929_589
     assert [vocab.stream(split_lines("ptb", s)).numel() for s in ("valid", "test")] == [73_760, 82_430]
+
+
+@pytest.mark.realdata
+def test_ptb_sentencepiece_vocabulary_round_trips_the_test_split(real_data):
+    vocab = PieceVocabulary.from_lines(split_lines("ptb", "train"), vocab_size=4000)
+    test = split_lines("ptb", "test")
+    ids = vocab.stream(test)
+    assert len(vocab) == 4000 and ids.numel() > 82_430  # pieces: more tokens than words
+    assert (ids == EOS).sum() == len(test) and (ids == UNK).sum() == sum(line.split().count("<unk>") for line in test)
+    decoded = vocab.decode(ids.tolist()).split("\n")
+    assert [" ".join(line.split()) for line in test] == decoded[: len(test)]  # the text comes back word for word
