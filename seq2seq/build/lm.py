@@ -9,12 +9,11 @@ import yaml
 
 from seq2seq import checkpoint
 from seq2seq.build.common import build_model, build_optimizer, resolve_device
-from seq2seq.config import recipe_from_dict
+from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.text import StreamBatches, build_vocabulary, split_lines, vocabulary_from, word_count
 from seq2seq.metrics import perplexity
 from seq2seq.models.lm import LanguageModel
 from seq2seq.trainer import Trainer
-from seq2seq.config import Recipe
 
 
 def lm_training(recipe: Recipe, run_dir: Path, resume: bool, device) -> Trainer:
