@@ -8,8 +8,12 @@ from torch import Tensor
 from seq2seq.tokenizer import PAD
 
 
-def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, int]:
-    """logits (B, T, V), targets (B, T) with PAD ignored -> (summed loss in float32, number of real tokens)."""
+def token_nll(
+    logits: Tensor, targets: Tensor, label_smoothing: float = 0.0, count: int | None = None
+) -> tuple[Tensor, int]:
+    """logits (B, T, V), targets (B, T) with PAD ignored -> (summed loss in float32, number of real tokens).
+
+    Pass `count` when it is known on the host: counting on a GPU makes the host wait for it."""
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
         targets.reshape(-1),
@@ -17,7 +21,7 @@ def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> 
         reduction="sum",
         label_smoothing=label_smoothing,
     )
-    return loss, int((targets != PAD).sum())
+    return loss, int((targets != PAD).sum()) if count is None else count
 
 
 def squared_error(predictions: Tensor, targets: Tensor) -> tuple[Tensor, int]:

@@ -122,10 +122,10 @@ class Trainer:
                     tokens, loss_sum, loss_count = tokens + count, loss_sum + loss, loss_count + count
                     bar.update(1)
                     if p.step % cfg.log_every == 0 or p.step % cfg.valid_every == 0:
+                        tokens, mean = int(tokens), float(loss_sum) / max(int(loss_count), 1)  # the one host read
                         rate = tokens / max(time.time() - window_start, 1e-9)
-                        bar.set_postfix(loss=f"{loss_sum / loss_count:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
-                        self.log(kind="train", step=p.step, epoch=p.epoch, loss=loss_sum / loss_count, lr=lr,
-                                 tokens_per_s=rate)
+                        bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+                        self.log(kind="train", step=p.step, epoch=p.epoch, loss=mean, lr=lr, tokens_per_s=rate)
                         tokens, loss_sum, loss_count = 0, 0.0, 0
                     p.elapsed = time.time() - start
                     stop_reason = self.limit_reached(stop[0])
@@ -151,21 +151,23 @@ class Trainer:
             plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
         return p
 
-    def train_step(self, batch, lr: float) -> tuple[float, int]:
+    def train_step(self, batch, lr: float) -> tuple[torch.Tensor, int | torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if hasattr(self.model, "set_step"):  # models whose training depends on progress (scheduled sampling)
             self.model.set_step(self.progress.step)
         with autocast(self.device, self.cfg.precision):
             loss_sum, count = (self.ddp or self.model.loss)(batch.to(self.device))
-        scale, reported = 1.0 / max(count, 1), float(loss_sum.detach())
+        # Nothing here reads a GPU value back on the host: the count comes from the CPU side of the batch and the
+        # loss stays a device tensor until the loop logs it (every log_every steps).
+        scale, reported = 1.0 / max(count, 1), loss_sum.detach().double()
         if self.world > 1:
             # The step must equal one process on the union of all ranks' batches: d(sum of losses)/(total count).
             # DDP averages gradients over ranks, hence the factor `world`.
-            totals = torch.tensor([float(count), reported], dtype=torch.float64, device=self.device)
+            totals = torch.stack([torch.tensor(float(count), dtype=torch.float64, device=self.device), reported])
             dist.all_reduce(totals)
-            count, reported = int(totals[0]), float(totals[1])
-            scale = self.world / max(count, 1)
+            count, reported = totals[0], totals[1]
+            scale = self.world / totals[0].clamp(min=1)
         self.scaler.scale(loss_sum * scale).backward()
         if self.cfg.clip_norm > 0:
             self.scaler.unscale_(self.optimizer)

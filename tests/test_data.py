@@ -112,7 +112,7 @@ def test_collate_shapes_and_specials():
     assert b.src.tolist() == [[5, 6, 7], [8, PAD, PAD]] and b.src_lengths.tolist() == [3, 1]
     assert b.tgt_in.tolist() == [[BOS, 9, PAD], [BOS, 10, 11]]
     assert b.tgt_out.tolist() == [[9, EOS, PAD], [10, 11, EOS]]
-    assert b.n_tokens == 5
+    assert b.n_tokens == 5 and b.to(torch.device("cpu")).n_tokens == 5  # counted once, carried to the device
 
 
 def test_a_hub_style_dataset_loads_through_the_same_code_path(tmp_path):

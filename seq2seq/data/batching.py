@@ -26,10 +26,11 @@ class Batch:
     src_lengths: torch.Tensor  # (B,) int64, on the CPU (packing wants it there)
     tgt_in: torch.Tensor  # (B, T) BOS y1 ... yn   (teacher forcing input)
     tgt_out: torch.Tensor  # (B, T) y1 ... yn EOS   (what to predict)
+    n_tokens: int = -1  # real target tokens; counted once on the CPU, so a GPU step never waits to learn it
 
-    @property
-    def n_tokens(self) -> int:
-        return int((self.tgt_out != PAD).sum())
+    def __post_init__(self) -> None:
+        if self.n_tokens < 0:
+            self.n_tokens = int((self.tgt_out != PAD).sum())
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -37,6 +38,7 @@ class Batch:
             self.src_lengths,
             self.tgt_in.to(device, non_blocking=True),
             self.tgt_out.to(device, non_blocking=True),
+            self.n_tokens,
         )
 
 

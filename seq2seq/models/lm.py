@@ -66,7 +66,7 @@ class LanguageModel(nn.Module):
         """Summed NLL of batch.targets, starting from batch.carry.state; stores the final state, detached."""
         logits, state = self(batch.inputs, batch.carry.state)
         batch.carry.state = detach_state(state)
-        return token_nll(logits, batch.targets)
+        return token_nll(logits, batch.targets, count=batch.targets.numel())  # streams hold no padding
 
     def zero_state(self, batch_size: int, device: torch.device) -> State:
         shape = (1, batch_size)

@@ -195,4 +195,4 @@ class Seq2Seq(nn.Module):
         """Summed token NLL (label-smoothed in training) and the number of target tokens."""
         logits = self(batch.src, batch.src_lengths, batch.tgt_in)
         smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
-        return token_nll(logits, batch.tgt_out, smoothing)
+        return token_nll(logits, batch.tgt_out, smoothing, batch.n_tokens)
