@@ -6,6 +6,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+import torch
 
 from seq2seq.data import corpora
 from seq2seq.data.batching import PairBatches, collate, token_budget_batches
