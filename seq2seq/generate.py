@@ -73,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         prompt_loop(lambda line: print(continue_text(model, vocab, line.strip(), args, generator), flush=True),
                     "Type the start of a text and press Enter")  # fmt: skip
         return 0
-    for line in sys.stdin:
-        print(continue_text(model, vocab, line.strip(), args, generator), flush=True)
+    from seq2seq.translate import read_lines
+
+    binary = getattr(sys.stdin, "buffer", None)
+    try:
+        for line in read_lines(binary) if binary is not None else sys.stdin:
+            print(continue_text(model, vocab, line.strip(), args, generator), flush=True)
+    except ValueError as e:  # invalid UTF-8: the message names the line; what came before is already out
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -257,6 +257,13 @@ def test_generate_reads_prompts_from_stdin(lm_run, monkeypatch, capsys):
     assert out.startswith("the cat") and out.count("\n") == 2  # one line per prompt
 
 
+def test_generate_names_the_line_of_invalid_utf8_on_a_pipe(lm_run, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"the cat\nthe \xff dog\n")))
+    assert generate.main([str(lm_run), "--max-tokens", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("the cat") and "line 2 is not valid UTF-8" in err
+
+
 def test_generate_interactive_prompt_survives_bad_input(lm_run, tmp_path):
     import os
     import sys
