@@ -128,3 +128,17 @@ def test_full_scheduled_sampling_feeds_the_models_own_predictions():
         torch.testing.assert_close(m(batch.src, batch.src_lengths, batch.tgt_in),
                                    model(attention="luong", input_feeding=True)(batch.src, batch.src_lengths,
                                                                                  batch.tgt_in))  # fmt: skip
+
+
+def test_state_select_shares_memory_while_rows_keep_their_sentence():
+    torch.manual_seed(0)
+    model = Seq2Seq(20, 20, 8, 8, 1, True, 16, 1, attention="luong", input_feeding=False).eval()
+    batch = collate([[5, 6, 7], [8, 9], [10]], [[5], [6], [7]])
+    beams = model.encode(batch.src, batch.src_lengths).select(torch.tensor([0, 0, 1, 1, 2, 2]))  # 2 beams each
+    shuffled = beams.select(torch.tensor([1, 0, 3, 3, 4, 5]))  # hypotheses reordered within their sentences
+    assert shuffled.memory is beams.memory and shuffled.keys is beams.keys and shuffled.mask is beams.mask
+    dropped = shuffled.select(torch.tensor([0, 1, 4, 5]))  # sentence 1 is done: its rows leave
+    assert dropped.source.tolist() == [0, 0, 2, 2]
+    assert torch.equal(dropped.memory, beams.memory[[0, 1, 4, 5]]) and torch.equal(dropped.mask, beams.mask[[0, 1, 4, 5]])
+    h_rows = [layer[0][0] for layer in dropped.rnn]
+    assert torch.equal(h_rows[0], beams.rnn[0][0][0][[1, 0, 4, 5]])  # the recurrent state follows the hypotheses
