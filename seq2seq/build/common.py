@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 
 from seq2seq.config import Recipe
 from seq2seq.models.lm import LanguageModel
@@ -49,3 +52,8 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
         return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[t.optimizer]
     return cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+
+
+def write_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """RUN_DIR/recipe.yaml: the validated recipe of a new run, every default spelled out."""
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer, resolve_device
+from seq2seq.build.common import build_model, build_optimizer, resolve_device, write_recipe
 from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.text import StreamBatches, build_vocabulary, split_lines, vocabulary_from, word_count
 from seq2seq.metrics import perplexity
@@ -24,7 +23,7 @@ def lm_training(recipe: Recipe, run_dir: Path, resume: bool, device) -> Trainer:
         vocab = vocabulary_from(checkpoint.load(run_dir / "last.pt")["vocabulary"], d.tokens)
     else:
         vocab = build_vocabulary(train_lines, d.tokens, d.vocab_size)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        write_recipe(run_dir, recipe)
     model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
     trainer = Trainer(
         model=model,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer
+from seq2seq.build.common import build_model, build_optimizer, write_recipe
 from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.corpora import corpus_file
 from seq2seq.data.series import (
@@ -40,7 +39,7 @@ def regression_training(recipe: Recipe, run_dir: Path, resume: bool, device) -> 
     train_x, train_y = to_tensors(windows(series.values[split.train], d.window), scaler)
     valid_x, valid_y = to_tensors(windows(series.values[split.valid], d.window), scaler)
     if not resume:
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        write_recipe(run_dir, recipe)
     model = build_model(recipe).to(device)
     trainer = Trainer(
         model=model,

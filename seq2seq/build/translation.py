@@ -6,10 +6,9 @@ from pathlib import Path
 
 import datasets
 import torch
-import yaml
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer, resolve_device
+from seq2seq.build.common import build_model, build_optimizer, resolve_device, write_recipe
 from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
@@ -54,7 +53,7 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     else:  # SentencePiece training is deterministic, so every rank gets the same models
         src_tok, tgt_tok = train_tokenizers(recipe, train_table)
         if rank == 0:
-            (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+            write_recipe(run_dir, recipe)
             names = {"spm.model": src_tok} if src_tok is tgt_tok else {"spm.src.model": src_tok, "spm.tgt.model": tgt_tok}
             for name, tok in names.items():  # also inside every checkpoint; these are for other tools
                 (run_dir / name).write_bytes(tok.proto)

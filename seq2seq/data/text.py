@@ -97,18 +97,15 @@ class PieceVocabulary:
 
     @classmethod
     def from_lines(cls, lines: Sequence[str], vocab_size: int) -> PieceVocabulary:
-        clean = [" ".join(part.split()) for line in lines for part in line.split("<unk>")]
+        clean = [part for line in lines for part in _around_unk(line)]
         return cls(Tokenizer.train(clean, vocab_size=vocab_size).proto)
 
     def __len__(self) -> int:
         return len(self.tokenizer)
 
     def _line(self, line: str) -> list[int]:
-        parts = self.tokenizer.encode([" ".join(p.split()) for p in line.split("<unk>")])
-        ids = parts[0]
-        for part in parts[1:]:
-            ids = [*ids, UNK, *part]
-        return ids
+        parts = self.tokenizer.encode(_around_unk(line))
+        return [i for k, part in enumerate(parts) for i in ([UNK] if k else []) + part]
 
     def stream(self, lines: Sequence[str]) -> Tensor:
         return torch.tensor([i for line in lines for i in (*self._line(line), EOS)], dtype=torch.long)
@@ -118,28 +115,30 @@ class PieceVocabulary:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text; UNK shows as `<unk>`, EOS as a line break."""
-        lines: list[list[int]] = [[]]
-        for i in ids:
-            if i == EOS:
-                lines.append([])
-            else:
-                lines[-1].append(i)
-        return "\n".join(self._decode_line(line) for line in lines)
+        return "\n".join(self._decode_line(line) for line in _split(list(ids), EOS))
 
     def _decode_line(self, ids: list[int]) -> str:
-        segments: list[list[int]] = [[]]
-        for i in ids:
-            if i == UNK:
-                segments.append([])
-            else:
-                segments[-1].append(i)
-        words = [self.tokenizer.sp.decode(segments[0])]
-        for segment in segments[1:]:
-            words += ["<unk>", self.tokenizer.sp.decode(segment)]
-        return " ".join(w for w in words if w)
+        text = " <unk> ".join(self.tokenizer.sp.decode(segment) for segment in _split(ids, UNK))
+        return " ".join(text.split())
 
     def state(self) -> bytes:
         return self.tokenizer.proto
+
+
+def _around_unk(line: str) -> list[str]:
+    """The text between the corpus's `<unk>` marks, whitespace-normalised: 'a <unk> b' -> ['a', 'b']."""
+    return [" ".join(part.split()) for part in line.split("<unk>")]
+
+
+def _split(ids: list[int], separator: int) -> list[list[int]]:
+    """[5, 3, 6, 7, 3] split at 3 -> [[5], [6, 7], []]."""
+    out: list[list[int]] = [[]]
+    for i in ids:
+        if i == separator:
+            out.append([])
+        else:
+            out[-1].append(i)
+    return out
 
 
 def build_vocabulary(lines: Sequence[str], level: str, vocab_size: int) -> Vocabulary | PieceVocabulary:

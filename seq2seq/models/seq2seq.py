@@ -42,7 +42,7 @@ class DecoderState:
         When every row keeps the sentence it had (beam search reordering hypotheses within each sentence), the
         memory, keys and mask are the same tensors and are not copied."""
         source = self.source.index_select(0, index)
-        same = source.shape == self.source.shape and torch.equal(source, self.source)
+        same = torch.equal(source, self.source)  # False for another number of rows too
         return DecoderState(
             rnn=select_state(self.rnn, index),
             feed=None if self.feed is None else self.feed.index_select(0, index),
