@@ -4,12 +4,16 @@
     python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr
     python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
+    python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
 
 `train` measures, in one run, the straightforward reference (input feeding: a Python loop over decoder steps,
 fp32) and the fast paths, so speed-ups are ratios taken on one machine at one time. FLOPs are counted from the
 model's shapes (multiply-adds x 2, backward = 2 x forward) and MFU is taken against a bf16 matmul peak measured
 in the same run. `lm` does the same for the language-model recipes against a copy of pytorch/examples'
 word_language_model (its RNNModel and training step: fp32, seq-first nn.LSTM, manual SGD), at the same sizes.
+On a GPU (`--device cuda`) every timer waits for the device, memory is the peak the caching allocator held, the
+translation variants add fp16, and a large configuration (embeddings 512, biLSTM 2x512, decoder 2x1024, 16k
+target tokens per batch) follows LSTM-medium.
 """
 
 from __future__ import annotations
@@ -41,14 +45,34 @@ VARIANTS = {
     "fused decoder, luong, bf16 (recipes/en-fr.yaml)": ["model.input_feeding=false", "model.attention=luong",
                                                         "train.precision=bf16"],
 }  # fmt: skip
+CUDA_VARIANTS = {"fused decoder, luong, fp16": ["model.input_feeding=false", "model.attention=luong",
+                                               "train.precision=fp16"]}  # fmt: skip
+LARGE = ["model.embedding_size=512", "model.encoder_hidden=512", "model.decoder_hidden=1024",
+         "train.batch_tokens=16384"]  # fmt: skip
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_gib(device: torch.device) -> dict:
+    rss = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        rss["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    return rss
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> float:
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
@@ -71,41 +95,58 @@ def train_flops(m, vocab: int, src_tokens: int, tgt_tokens: int, mean_src_len: f
 
 
 def bench_train(args) -> None:
+    device = torch.device(args.device)
     base = load_recipe(MEDIUM)
     table = load_parallel("multi30k", "train", "en", "fr")
     src_tok, tgt_tok = train_tokenizers(base, table)
     ids = tokenize(table, src_tok, tgt_tok, None)
-    batches = [b for _, b in PairBatches(ids, base.train.batch_tokens, seed=1).epoch(1)][: args.steps + 3]
-    peak = matmul_peak(torch.bfloat16)
-    print(json.dumps({"bench": "matmul", "bf16_tflops": peak / 1e12, "fp32_tflops": matmul_peak(torch.float32) / 1e12,
+    peak = matmul_peak(torch.bfloat16, device)
+    print(json.dumps({"bench": "matmul", "device": device_name(device), "bf16_tflops": peak / 1e12,
+                      "fp32_tflops": matmul_peak(torch.float32, device) / 1e12,
                       "threads": torch.get_num_threads()}), flush=True)  # fmt: skip
-    results = {}
-    for name, overrides in VARIANTS.items():
-        recipe = load_recipe(MEDIUM, overrides)
-        torch.manual_seed(0)
-        model = build_model(recipe, len(src_tok), len(tgt_tok))
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        tokens = flops = 0.0
-        for i, batch in enumerate(batches):
-            if i == 3:  # 3 warm-up steps
-                start, tokens, flops = time.perf_counter(), 0.0, 0.0
-            with autocast(torch.device("cpu"), recipe.train.precision):
-                loss, count = model.loss(batch)
-            (loss / count).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            src_tokens = int(batch.src_lengths.sum())
-            tokens += count
-            flops += train_flops(recipe.model, len(tgt_tok), src_tokens, count, src_tokens / len(batch.src_lengths))
-        seconds = time.perf_counter() - start
-        results[name] = tokens / seconds
-        print(json.dumps({
-            "bench": "train", "variant": name, "steps": len(batches) - 3, "target_tokens_per_s": round(tokens / seconds),
-            "tflops": flops / seconds / 1e12, "mfu_vs_bf16_peak": flops / seconds / peak,
-            "speedup_vs_reference": tokens / seconds / next(iter(results.values())),
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        }), flush=True)  # fmt: skip
+    configurations = {"LSTM-medium": []} | ({"large": LARGE} if device.type == "cuda" else {})
+    variants = VARIANTS | (CUDA_VARIANTS if device.type == "cuda" else {})
+    for size, extra in configurations.items():
+        batch_tokens = load_recipe(MEDIUM, extra).train.batch_tokens
+        batches = [b for _, b in PairBatches(ids, batch_tokens, seed=1).epoch(1)][: args.steps + 3]
+        results = {}
+        for name, overrides in variants.items():
+            recipe = load_recipe(MEDIUM, overrides + extra + [f"train.device={device.type}"])
+            torch.manual_seed(0)
+            model = build_model(recipe, len(src_tok), len(tgt_tok)).to(device)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
+            tokens = flops = 0.0
+            for i, batch in enumerate(batches):
+                if i == 3:  # 3 warm-up steps
+                    sync(device)
+                    start, tokens, flops = time.perf_counter(), 0.0, 0.0
+                with autocast(device, recipe.train.precision):
+                    loss, count = model.loss(batch.to(device))
+                scaler.scale(loss / count).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                src_tokens = int(batch.src_lengths.sum())
+                tokens += count
+                flops += train_flops(recipe.model, len(tgt_tok), src_tokens, count,
+                                     src_tokens / len(batch.src_lengths))  # fmt: skip
+            sync(device)
+            seconds = time.perf_counter() - start
+            results[name] = tokens / seconds
+            print(json.dumps({
+                "bench": "train", "device": device_name(device), "size": size, "variant": name,
+                "steps": len(batches) - 3, "target_tokens_per_s": round(tokens / seconds),
+                "tflops": flops / seconds / 1e12, "mfu_vs_bf16_peak": flops / seconds / peak,
+                "speedup_vs_reference": tokens / seconds / next(iter(results.values())), **peak_memory_gib(device),
+            }), flush=True)  # fmt: skip
+            del model, opt
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
 
 
 class ExampleRNNModel(nn.Module):
@@ -136,21 +177,24 @@ def lm_flops(m, vocab: int) -> float:
 
 
 def bench_lm(args) -> None:
+    device = torch.device(args.device)
     lines = split_lines("ptb", "train")
     vocab = Vocabulary.from_lines(lines, "word")
-    peak = matmul_peak(torch.bfloat16)
+    peak = matmul_peak(torch.bfloat16, device)
     for name in LM_RECIPES:
         recipe = load_recipe(RECIPES / name)
         m, d = recipe.model, recipe.data
         stream = StreamBatches(vocab.stream(lines), d.batch_size, d.bptt)
-        batches = [b for _, (_, b) in zip(range(args.steps + 3), stream.epoch(1))]
+        batches = [b.to(device) for _, (_, b) in zip(range(args.steps + 3), stream.epoch(1))]
         speeds = {}
         # The reference: pytorch/examples main.py's train() step, fp32, at this recipe's sizes.
         torch.manual_seed(0)
         ref = ExampleRNNModel(len(vocab), m.embedding_size, m.hidden_size, m.layers, m.dropout, m.tie_embeddings)
+        ref.to(device)
         hidden = None
         for i, b in enumerate(batches):
             if i == 3:
+                sync(device)
                 start = time.perf_counter()
             x, y = b.inputs.t().contiguous(), b.targets.t().contiguous()  # seq-first, as the example batchifies
             hidden = tuple(h.detach() for h in hidden) if hidden is not None else None
@@ -160,39 +204,41 @@ def bench_lm(args) -> None:
             torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.25)
             for p in ref.parameters():
                 p.data.add_(p.grad, alpha=-recipe.train.lr)
+        sync(device)
         speeds["pytorch/examples word_language_model, fp32"] = time.perf_counter() - start
         # Ours: the recipe's model, optimizer and precision, through model.loss as the trainer calls it.
         torch.manual_seed(0)
-        model = build_model(recipe, tgt_vocab=len(vocab))
+        model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
         opt = build_optimizer(recipe, model)
         for i, b in enumerate(batches):
             if i == 3:
+                sync(device)
                 start = time.perf_counter()
-            with autocast(torch.device("cpu"), recipe.train.precision):
+            with autocast(device, recipe.train.precision):
                 loss, count = model.loss(b)
             (loss / count).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
+        sync(device)
         speeds[f"seq2seq recipes/{name}, {recipe.train.precision}"] = time.perf_counter() - start
         tokens = args.steps * d.batch_size * d.bptt
         reference = tokens / next(iter(speeds.values()))
         for variant, seconds in speeds.items():
             print(json.dumps({
-                "bench": "lm", "model": f"{m.layers}x{m.hidden_size}" + (" tied" if m.tie_embeddings else ""),
+                "bench": "lm", "device": device_name(device), "model": f"{m.layers}x{m.hidden_size}" + (" tied" if m.tie_embeddings else ""),
                 "variant": variant, "steps": args.steps, "tokens_per_s": round(tokens / seconds),
                 "seconds_per_ptb_epoch": round(929_589 / (tokens / seconds)),
                 "tflops": lm_flops(m, len(vocab)) * tokens / seconds / 1e12,
                 "mfu_vs_bf16_peak": lm_flops(m, len(vocab)) * tokens / seconds / peak,
-                "speedup_vs_example": tokens / seconds / reference, "threads": torch.get_num_threads(),
-                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                "speedup_vs_example": tokens / seconds / reference, **peak_memory_gib(device),
             }), flush=True)  # fmt: skip
 
 
 def bench_decode(args) -> None:
     from seq2seq.translator import Translator, default_batch_size
 
-    translator = Translator.from_run(args.run_dir, device="cpu")
+    translator = Translator.from_run(args.run_dir, device=args.device)
     d = translator.recipe.data
     sources = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang)["src"]
     translator.translate(sources[:64])  # warm-up
@@ -205,7 +251,7 @@ def bench_decode(args) -> None:
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
                               "batch_size": batch_size, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds, "target_pieces_per_s": pieces / seconds,
-                              "threads": torch.get_num_threads()}), flush=True)  # fmt: skip
+                              "device": device_name(torch.device(args.device))}), flush=True)  # fmt: skip
     latencies = []
     for line in sources[:100]:
         start = time.perf_counter()
@@ -229,6 +275,8 @@ def main() -> None:
     d.add_argument("run_dir")
     d.add_argument("--split", default="test_2016_flickr")
     d.add_argument("--batch-size", type=int, help="sentences per batch (default: the translator's, 256 / beam)")
+    for p in (t, lm, both, d):
+        p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     if args.what in ("train", "all"):
         bench_train(args)

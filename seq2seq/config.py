@@ -206,7 +206,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.task == "translation" and self.model.share_embeddings and not self.tokenizer.joint:
             raise ConfigError("model.share_embeddings needs tokenizer.joint: true (one vocabulary for both sides)")
-        if self.train.precision == "fp16" and not self.train.device.startswith("cuda"):
+        if self.train.precision == "fp16" and self.train.device == "cpu":  # `auto` is checked once it is resolved
             raise ConfigError("train.precision fp16 needs train.device: cuda; on a CPU use bf16 or fp32")
 
     def to_dict(self) -> dict[str, Any]:

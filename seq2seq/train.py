@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints and logs go (default: runs/<recipe name>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --run-dir
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         run_dir = args.run_dir or Path("runs") / recipe.name
@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir for a new one")
         if args.resume and not (run_dir / "last.pt").exists():
             raise ConfigError(f"--resume: {run_dir} has no last.pt to continue from")
-        from seq2seq.build import build_training  # heavy imports only once the recipe is known to be valid
+        from seq2seq.build import build_training, resolve_device  # heavy imports once the recipe is valid
+
+        if recipe.train.precision == "fp16" and resolve_device(recipe.train.device).type != "cuda":
+            raise ConfigError("train.precision fp16 needs a CUDA GPU, and torch sees none; use bf16 or fp32")
 
         rank, world = start_distributed()
         if rank == 0:

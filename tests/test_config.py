@@ -55,3 +55,5 @@ def test_cross_field_checks():
         load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "tokenizer.joint=false"])
     with pytest.raises(ConfigError, match="fp16 needs train.device: cuda"):
         load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16", "train.device=cpu"])
+    # `auto` is a GPU where there is one: the recipe is valid, and train.py checks the device it resolves to
+    assert load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16"]).train.device == "auto"

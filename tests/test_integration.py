@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -86,9 +87,10 @@ def run_cli(*args: str, stdin: bytes = b"", env=None) -> subprocess.CompletedPro
 
 def test_cli_train_translate_evaluate(toy_data, tmp_path):
     run = tmp_path / "cli-run"
-    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, "train.max_steps=40", "train.valid_every=20",
-                "data.valid_limit=20", "--run-dir", str(run))
+    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, "train.max_steps=40", "--run-dir", str(run),
+                "train.valid_every=20", "data.valid_limit=20")  # overrides on both sides of --run-dir
     assert r.returncode == 0, r.stderr.decode()
+    assert "valid_limit: 20" in (run / "recipe.yaml").read_text()
     # a second start without --resume must not clobber the run
     again = run_cli("seq2seq.train", "recipes/en-fr.yaml", "--run-dir", str(run))
     assert again.returncode == 2 and b"--resume" in again.stderr
@@ -104,6 +106,13 @@ def test_cli_train_translate_evaluate(toy_data, tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     out = r.stdout.decode()
     assert "BLEU" in out and "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out and "chrF" in out
+
+
+def test_fp16_without_a_gpu_is_a_clear_error_before_any_work(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # torch sees no GPU, even on a machine with one
+    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", "train.precision=fp16", "--run-dir", str(tmp_path / "r"), env=env)
+    assert r.returncode == 2 and b"fp16 needs a CUDA GPU" in r.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(toy_data, tmp_path):
