@@ -85,8 +85,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # adam | adamw
     momentum: float = 0.0  # sgd
     weight_decay: float = 0.0
-    schedule: Literal["constant", "plateau", "inverse_sqrt"] = "plateau"
+    schedule: Literal["constant", "plateau", "inverse_sqrt", "budget"] = "plateau"
     warmup_steps: int = 0
+    decay_start: float = 0.0  # budget: the fraction of the budget after which the lr falls linearly to min_lr
     plateau_factor: float = 0.5  # plateau: multiply the lr by this when validation stops improving ...
     plateau_patience: int = 1  # ... for this many validations in a row
     min_lr: float = 1e-5
@@ -111,6 +112,10 @@ class TrainConfig:
             raise ConfigError(f"train.valid_every must be >= 1, got {self.valid_every}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.schedule == "budget" and not (self.max_minutes or self.max_steps):
+            raise ConfigError("train.schedule budget decays the lr over train.max_minutes or train.max_steps; set one")
+        if not 0.0 <= self.decay_start < 1.0:
+            raise ConfigError(f"train.decay_start must be in [0, 1), got {self.decay_start}")
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,20 @@ class Progress:
     elapsed: float = 0.0  # wall-clock seconds of training and validation so far
 
 
-def learning_rate(step: int, cfg: TrainConfig, lr_scale: float = 1.0) -> float:
-    """A pure function of the step (and of the plateau decay so far)."""
+def learning_rate(step: int, cfg: TrainConfig, lr_scale: float = 1.0, elapsed: float = 0.0) -> float:
+    """A pure function of the step (and of the plateau decay so far, or of the time spent for `budget`).
+
+    `budget` spends the training budget the way Li et al. (2020, "Budgeted training") found best for a fixed
+    budget: the lr falls linearly to `min_lr` as the budget runs out, from `decay_start` (a fraction of it) on. The
+    budget is `max_minutes` of wall-clock time when set (so the schedule follows the machine's speed), else
+    `max_steps`.
+    """
     warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     if cfg.schedule == "inverse_sqrt" and step > cfg.warmup_steps:
         warm = math.sqrt(max(cfg.warmup_steps, 1) / step)
+    if cfg.schedule == "budget":
+        spent = elapsed / (cfg.max_minutes * 60) if cfg.max_minutes else step / cfg.max_steps
+        warm *= min(1.0, max(0.0, 1.0 - spent) / (1.0 - cfg.decay_start))
     return max(cfg.lr * warm * lr_scale, min(cfg.min_lr, cfg.lr))
 
 
@@ -116,7 +125,7 @@ class Trainer:
         with stop_requests() as stop:
             while not stop_reason:
                 for index, batch in self.data.epoch(p.epoch, start=p.batch_in_epoch):
-                    lr = learning_rate(p.step + 1, cfg, p.lr_scale)
+                    lr = learning_rate(p.step + 1, cfg, p.lr_scale, p.elapsed)
                     loss, count = self.train_step(batch, lr)
                     p.step, p.batch_in_epoch = p.step + 1, index
                     tokens, loss_sum, loss_count = tokens + count, loss_sum + loss, loss_count + count

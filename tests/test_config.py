@@ -57,3 +57,19 @@ def test_cross_field_checks():
         load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16", "train.device=cpu"])
     # `auto` is a GPU where there is one: the recipe is valid, and train.py checks the device it resolves to
     assert load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16"]).train.device == "auto"
+
+
+def test_budget_schedule_falls_linearly_to_min_lr_as_the_budget_runs_out():
+    from seq2seq.trainer import learning_rate
+
+    by_steps = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=0",
+                                                         "train.max_steps=100", "train.decay_start=0.5"]).train  # fmt: skip
+    assert learning_rate(10, by_steps) == learning_rate(50, by_steps) == 1e-3  # constant until half the budget
+    assert learning_rate(75, by_steps) == pytest.approx(5e-4)
+    assert learning_rate(100, by_steps) == by_steps.min_lr
+    by_time = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=10"]).train
+    assert learning_rate(1, by_time, elapsed=0.0) == 1e-3
+    assert learning_rate(1, by_time, elapsed=150.0) == pytest.approx(7.5e-4)  # a quarter of 10 minutes spent
+    assert learning_rate(99999, by_time, elapsed=900.0) == by_time.min_lr  # over budget (the last step's validation)
+    with pytest.raises(ConfigError, match="budget decays the lr over"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=0"])
