@@ -116,6 +116,25 @@ def test_collate_shapes_and_specials():
     assert b.n_tokens == 5 and b.to(torch.device("cpu")).n_tokens == 5  # counted once, carried to the device
 
 
+def test_vectorised_batches_equal_padding_sentence_by_sentence():
+    import datasets
+
+    def padded(seqs):
+        width = max(1, max(map(len, seqs)))
+        return [list(q) + [PAD] * (width - len(q)) for q in seqs]
+
+    rng = np.random.default_rng(1)
+    src = [rng.integers(4, 50, int(n)).tolist() for n in rng.integers(0, 12, 300)]  # empty sources included
+    tgt = [rng.integers(4, 50, int(n)).tolist() for n in rng.integers(0, 12, 300)]
+    data = PairBatches(datasets.Dataset.from_dict({"src_ids": src, "tgt_ids": tgt}), 60, seed=2)
+    rows = token_budget_batches(data.tgt_len, data.src_len, 60, seed=2, epoch=1)
+    for (_, b), r in zip(data.epoch(1), rows, strict=True):
+        s_, t_ = [src[i] for i in r], [tgt[i] for i in r]
+        assert b.src.tolist() == padded(s_) and b.src_lengths.tolist() == [max(1, len(q)) for q in s_]
+        assert b.tgt_in.tolist() == padded([[BOS, *q] for q in t_]) and b.tgt_out.tolist() == padded([[*q, EOS] for q in t_])
+        assert b.n_tokens == sum(len(q) + 1 for q in t_)
+
+
 def test_a_hub_style_dataset_loads_through_the_same_code_path(tmp_path):
     """A name that is not a local corpus goes to datasets.load_dataset, as `wmt14` would online; a local folder of
     JSON lines with a `translation` column exercises that path here."""

@@ -11,6 +11,7 @@ and the batch order is then shuffled, so each step still sees a random length.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -42,20 +43,48 @@ class Batch:
         )
 
 
-def pad(seqs: Sequence[Sequence[int]], value: int = PAD) -> torch.Tensor:
-    out = torch.full((len(seqs), max(1, max(map(len, seqs)))), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
+class Ragged:
+    """Sequences of ids stored flat (values + offsets), so that a batch of them is padded in a few numpy operations
+    instead of a Python loop per sentence (7 ms per Multi30k batch before; the GPU waited for it)."""
+
+    def __init__(self, seqs: Sequence[Sequence[int]]) -> None:
+        seqs = list(seqs)
+        self.lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.values = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(self.offsets[-1]))
+
+    def padded(self, rows: np.ndarray, before: int | None = None, after: int | None = None) -> torch.Tensor:
+        """(len(rows), width) int64: each row's ids, optionally after `before` and followed by `after`, then PAD."""
+        lengths, shift = self.lengths[rows], int(before is not None)
+        width = max(1, int(lengths.max(initial=0)) + shift + int(after is not None))
+        out = np.full((len(rows), width), PAD, dtype=np.int64)
+        row = np.repeat(np.arange(len(rows)), lengths)
+        col = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # position within its row
+        out[row, col + shift] = self.values[np.repeat(self.offsets[rows], lengths) + col]
+        if before is not None:
+            out[:, 0] = before
+        if after is not None:
+            out[np.arange(len(rows)), lengths + shift] = after
+        return torch.from_numpy(out)
+
+
+def batch_of(src: Ragged, tgt: Ragged, rows: np.ndarray) -> Batch:
+    """The batch of pairs `rows`, in that order: sources, BOS + targets (input), targets + EOS (output)."""
+    return Batch(
+        src=src.padded(rows),
+        src_lengths=torch.from_numpy(np.maximum(src.lengths[rows], 1)),
+        tgt_in=tgt.padded(rows, before=BOS),
+        tgt_out=tgt.padded(rows, after=EOS),
+    )
+
+
+def pad(seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(len(seqs), longest) int64, PAD after each sequence's end."""
+    return Ragged(seqs).padded(np.arange(len(seqs)))
 
 
 def collate(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> Batch:
-    return Batch(
-        src=pad(src),
-        src_lengths=torch.tensor([max(1, len(s)) for s in src], dtype=torch.long),
-        tgt_in=pad([[BOS, *t] for t in tgt]),
-        tgt_out=pad([[*t, EOS] for t in tgt]),
-    )
+    return batch_of(Ragged(src), Ragged(tgt), np.arange(len(src)))
 
 
 def token_budget_batches(
@@ -94,12 +123,11 @@ class PairBatches:
 
     def __init__(self, table, budget: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.table, self.budget, self.seed, self.rank, self.world = table, budget, seed, rank, world
-        self.src_len = np.array([len(s) for s in table["src_ids"]])
-        self.tgt_len = np.array([len(t) + 1 for t in table["tgt_ids"]])  # +1 for BOS/EOS
+        self.src, self.tgt = Ragged(table["src_ids"]), Ragged(table["tgt_ids"])
+        self.src_len, self.tgt_len = self.src.lengths, self.tgt.lengths + 1  # +1 for BOS/EOS
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
         batches = token_budget_batches(self.tgt_len, self.src_len, self.budget, self.seed, epoch)
         usable = len(batches) - len(batches) % self.world if self.world > 1 else len(batches)
         for index in range(start, usable // self.world):
-            rows = self.table[batches[index * self.world + self.rank].tolist()]
-            yield index + 1, collate(rows["src_ids"], rows["tgt_ids"])
+            yield index + 1, batch_of(self.src, self.tgt, batches[index * self.world + self.rank])
