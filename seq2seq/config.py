@@ -179,6 +179,7 @@ class LMModelConfig:
     dropout: float = 0.0  # between recurrent layers and on the last layer's outputs
     embedding_dropout: float = 0.0  # on the input embeddings
     tie_embeddings: bool = False  # output projection = input embeddings (needs hidden_size == embedding_size)
+    recurrence: Literal["fp32", "autocast"] = "fp32"  # the recurrence's precision under train.precision bf16/fp16
 
     def __post_init__(self) -> None:
         for name in ("embedding_size", "hidden_size", "layers"):

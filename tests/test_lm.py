@@ -184,6 +184,19 @@ def test_tied_embeddings_share_one_matrix_and_need_equal_sizes():
 # ------------------------------------------------------------------------------------------ generation
 
 
+def test_recurrence_runs_in_float32_under_bf16_autocast_unless_asked_otherwise():
+    torch.manual_seed(0)
+    fp32 = LanguageModel(50, 16, 16, 2, tie_embeddings=True).eval()
+    low = LanguageModel(50, 16, 16, 2, tie_embeddings=True, recurrence="autocast").eval()
+    low.load_state_dict(fp32.state_dict())
+    tokens = torch.randint(0, 50, (3, 7))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (a, state_a), (b, state_b) = fp32(tokens), low(tokens)
+    assert state_a[0][0].dtype == torch.float32 and state_b[0][0].dtype == torch.bfloat16
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(a.float(), b.float(), atol=0.05, rtol=0.05)  # the same model, in another precision
+
+
 def test_max_len_and_start_tokens_in_search():
     model = tiny_model()
     with torch.no_grad():

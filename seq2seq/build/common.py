@@ -40,7 +40,7 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch
         case "lm":
             return LanguageModel(
                 tgt_vocab, m.embedding_size, m.hidden_size, m.layers, m.cell, m.dropout, m.embedding_dropout,
-                m.tie_embeddings,
+                m.tie_embeddings, m.recurrence,
             )  # fmt: skip
         case _:
             raise ValueError(f"no model for task {recipe.task!r}")

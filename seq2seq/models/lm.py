@@ -38,13 +38,14 @@ class LanguageModel(nn.Module):
         dropout: float = 0.0,
         embedding_dropout: float = 0.0,
         tie_embeddings: bool = False,
+        recurrence: str = "fp32",
     ) -> None:
         super().__init__()
         if tie_embeddings and hidden_size != embedding_size:
             raise ValueError(
                 f"tied embeddings need hidden_size == embedding_size, got {hidden_size}, {embedding_size}"
             )
-        self.dropout, self.embedding_dropout = dropout, embedding_dropout
+        self.dropout, self.embedding_dropout, self.recurrence = dropout, embedding_dropout, recurrence
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         self.rnn = Recurrent(embedding_size, [hidden_size] * layers, cell, dropout=dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
@@ -55,12 +56,15 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), final state; state None = zeros."""
         x = F.dropout(self.embedding(tokens), self.embedding_dropout, self.training)  # (B, T, E)
-        # The recurrence runs in float32 even under bf16 autocast: with the bf16 fused LSTM on CPU and Adam (lr
-        # 0.002), PTB training stalled at the unigram loss (6.74 after 250 steps vs 6.55 in float32). With the SGD
-        # recipes the bf16 LSTM matched float32 over 400 steps (6.27 vs 6.26) and is 8-20% faster; switching waits
-        # for a full comparable run. The output projection, the largest matmul, stays in bf16.
-        with torch.autocast(tokens.device.type, enabled=False):
-            h, state = self.rnn(x.float(), state)  # (B, T, H)
+        # By default the recurrence runs in float32 even under bf16 autocast: with the bf16 fused LSTM on CPU and
+        # Adam (lr 0.002), PTB training stalled at the unigram loss (6.74 after 250 steps vs 6.55 in float32).
+        # `recurrence: autocast` runs it in the autocast dtype (with the SGD recipes it matched float32 over 400
+        # steps and is 8-20% faster on CPU; README has the full runs). The output projection stays in bf16 either way.
+        if self.recurrence == "autocast":
+            h, state = self.rnn(x, state)  # (B, T, H)
+        else:
+            with torch.autocast(tokens.device.type, enabled=False):
+                h, state = self.rnn(x.float(), state)
         return self.output(F.dropout(h, self.dropout, self.training)), state
 
     def loss(self, batch) -> tuple[Tensor, int]:
