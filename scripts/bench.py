@@ -206,22 +206,28 @@ def bench_lm(args) -> None:
                 p.data.add_(p.grad, alpha=-recipe.train.lr)
         sync(device)
         speeds["pytorch/examples word_language_model, fp32"] = time.perf_counter() - start
-        # Ours: the recipe's model, optimizer and precision, through model.loss as the trainer calls it.
-        torch.manual_seed(0)
-        model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
-        opt = build_optimizer(recipe, model)
-        for i, b in enumerate(batches):
-            if i == 3:
-                sync(device)
-                start = time.perf_counter()
-            with autocast(device, recipe.train.precision):
-                loss, count = model.loss(b)
-            (loss / count).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        sync(device)
-        speeds[f"seq2seq recipes/{name}, {recipe.train.precision}"] = time.perf_counter() - start
+        # Ours: the recipe's model, optimizer and precision, through model.loss as the trainer calls it; then the
+        # same with the recurrence in the autocast dtype too (model.recurrence=autocast).
+        for recurrence in ("fp32", "autocast"):
+            recipe = load_recipe(RECIPES / name, [f"model.recurrence={recurrence}"])
+            torch.manual_seed(0)
+            model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
+            opt = build_optimizer(recipe, model)
+            batches[0].carry.state = None  # the streams start from zeros, as in the reference
+            for i, b in enumerate(batches):
+                if i == 3:
+                    sync(device)
+                    start = time.perf_counter()
+                with autocast(device, recipe.train.precision):
+                    loss, count = model.loss(b)
+                (loss / count).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            sync(device)
+            speeds[f"seq2seq recipes/{name}, {recipe.train.precision}, {recurrence} recurrence"] = (
+                time.perf_counter() - start
+            )
         tokens = args.steps * d.batch_size * d.bptt
         reference = tokens / next(iter(speeds.values()))
         for variant, seconds in speeds.items():
