@@ -181,64 +181,78 @@ def bench_lm(args) -> None:
     lines = split_lines("ptb", "train")
     vocab = Vocabulary.from_lines(lines, "word")
     peak = matmul_peak(torch.bfloat16, device)
-    for name in LM_RECIPES:
-        recipe = load_recipe(RECIPES / name)
-        m, d = recipe.model, recipe.data
-        stream = StreamBatches(vocab.stream(lines), d.batch_size, d.bptt)
-        batches = [b.to(device) for _, (_, b) in zip(range(args.steps + 3), stream.epoch(1))]
-        speeds = {}
-        # The reference: pytorch/examples main.py's train() step, fp32, at this recipe's sizes.
+    for name in args.recipes or LM_RECIPES:
+        anchor = None  # the example at its own batch (20): the speed anchor of issue 6
+        for batch_size in args.batch_size or [None]:
+            sizes = [f"data.batch_size={batch_size}"] if batch_size else []
+            speeds, m, d = bench_lm_recipe(args, name, sizes, vocab, lines, device)
+            tokens = args.steps * d.batch_size * d.bptt
+            reference = tokens / next(iter(speeds.values()))
+            if d.batch_size == 20:
+                anchor = reference
+            for variant, seconds in speeds.items():
+                print(json.dumps({
+                    "bench": "lm", "device": device_name(device), "batch_size": d.batch_size,
+                    "model": f"{m.layers}x{m.hidden_size}" + (" tied" if m.tie_embeddings else ""),
+                    "variant": variant, "steps": args.steps, "tokens_per_s": round(tokens / seconds),
+                    "seconds_per_ptb_epoch": round(929_589 / (tokens / seconds)),
+                    "tflops": lm_flops(m, len(vocab)) * tokens / seconds / 1e12,
+                    "mfu_vs_bf16_peak": lm_flops(m, len(vocab)) * tokens / seconds / peak,
+                    "speedup_vs_example": tokens / seconds / reference,
+                    "speedup_vs_example_at_batch_20": tokens / seconds / anchor if anchor else None,
+                    **peak_memory_gib(device),
+                }), flush=True)  # fmt: skip
+
+
+def bench_lm_recipe(args, name: str, sizes: list[str], vocab, lines, device) -> tuple[dict, object, object]:
+    """Seconds for args.steps steps of the example and of ours (fp32 and autocast recurrence) at one size."""
+    recipe = load_recipe(RECIPES / name, sizes)
+    m, d = recipe.model, recipe.data
+    stream = StreamBatches(vocab.stream(lines), d.batch_size, d.bptt)
+    batches = [b.to(device) for _, (_, b) in zip(range(args.steps + 3), stream.epoch(1))]
+    speeds = {}
+    # The reference: pytorch/examples main.py's train() step, fp32, at this recipe's sizes.
+    torch.manual_seed(0)
+    ref = ExampleRNNModel(len(vocab), m.embedding_size, m.hidden_size, m.layers, m.dropout, m.tie_embeddings)
+    ref.to(device)
+    hidden = None
+    for i, b in enumerate(batches):
+        if i == 3:
+            sync(device)
+            start = time.perf_counter()
+        x, y = b.inputs.t().contiguous(), b.targets.t().contiguous()  # seq-first, as the example batchifies
+        hidden = tuple(h.detach() for h in hidden) if hidden is not None else None
+        ref.zero_grad()
+        output, hidden = ref(x, hidden)
+        torch.nn.functional.nll_loss(output, y.view(-1)).backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.25)
+        for p in ref.parameters():
+            p.data.add_(p.grad, alpha=-recipe.train.lr)
+    sync(device)
+    speeds["pytorch/examples word_language_model, fp32"] = time.perf_counter() - start
+    # Ours: the recipe's model, optimizer and precision, through model.loss as the trainer calls it; then the
+    # same with the recurrence in the autocast dtype too (model.recurrence=autocast).
+    for recurrence in ("fp32", "autocast"):
+        recipe = load_recipe(RECIPES / name, [*sizes, f"model.recurrence={recurrence}"])
         torch.manual_seed(0)
-        ref = ExampleRNNModel(len(vocab), m.embedding_size, m.hidden_size, m.layers, m.dropout, m.tie_embeddings)
-        ref.to(device)
-        hidden = None
+        model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
+        opt = build_optimizer(recipe, model)
+        batches[0].carry.state = None  # the streams start from zeros, as in the reference
         for i, b in enumerate(batches):
             if i == 3:
                 sync(device)
                 start = time.perf_counter()
-            x, y = b.inputs.t().contiguous(), b.targets.t().contiguous()  # seq-first, as the example batchifies
-            hidden = tuple(h.detach() for h in hidden) if hidden is not None else None
-            ref.zero_grad()
-            output, hidden = ref(x, hidden)
-            torch.nn.functional.nll_loss(output, y.view(-1)).backward()
-            torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.25)
-            for p in ref.parameters():
-                p.data.add_(p.grad, alpha=-recipe.train.lr)
+            with autocast(device, recipe.train.precision):
+                loss, count = model.loss(b)
+            (loss / count).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         sync(device)
-        speeds["pytorch/examples word_language_model, fp32"] = time.perf_counter() - start
-        # Ours: the recipe's model, optimizer and precision, through model.loss as the trainer calls it; then the
-        # same with the recurrence in the autocast dtype too (model.recurrence=autocast).
-        for recurrence in ("fp32", "autocast"):
-            recipe = load_recipe(RECIPES / name, [f"model.recurrence={recurrence}"])
-            torch.manual_seed(0)
-            model = build_model(recipe, tgt_vocab=len(vocab)).to(device)
-            opt = build_optimizer(recipe, model)
-            batches[0].carry.state = None  # the streams start from zeros, as in the reference
-            for i, b in enumerate(batches):
-                if i == 3:
-                    sync(device)
-                    start = time.perf_counter()
-                with autocast(device, recipe.train.precision):
-                    loss, count = model.loss(b)
-                (loss / count).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            sync(device)
-            speeds[f"seq2seq recipes/{name}, {recipe.train.precision}, {recurrence} recurrence"] = (
-                time.perf_counter() - start
-            )
-        tokens = args.steps * d.batch_size * d.bptt
-        reference = tokens / next(iter(speeds.values()))
-        for variant, seconds in speeds.items():
-            print(json.dumps({
-                "bench": "lm", "device": device_name(device), "model": f"{m.layers}x{m.hidden_size}" + (" tied" if m.tie_embeddings else ""),
-                "variant": variant, "steps": args.steps, "tokens_per_s": round(tokens / seconds),
-                "seconds_per_ptb_epoch": round(929_589 / (tokens / seconds)),
-                "tflops": lm_flops(m, len(vocab)) * tokens / seconds / 1e12,
-                "mfu_vs_bf16_peak": lm_flops(m, len(vocab)) * tokens / seconds / peak,
-                "speedup_vs_example": tokens / seconds / reference, **peak_memory_gib(device),
-            }), flush=True)  # fmt: skip
+        speeds[f"seq2seq recipes/{name}, {recipe.train.precision}, {recurrence} recurrence"] = (
+            time.perf_counter() - start
+        )
+    return speeds, m, d
 
 
 def bench_decode(args) -> None:
@@ -281,6 +295,11 @@ def main() -> None:
     d.add_argument("run_dir")
     d.add_argument("--split", default="test_2016_flickr")
     d.add_argument("--batch-size", type=int, help="sentences per batch (default: the translator's, 256 / beam)")
+    for p in (lm, both):
+        p.add_argument("--batch-size", type=int, nargs="+",
+                       help="streams per batch, for the example and ours alike; several = one measurement each "
+                            "(default: the recipe's)")  # fmt: skip
+        p.add_argument("--recipes", nargs="+", help=f"LM recipes to measure (default: {' '.join(LM_RECIPES)})")
     for p in (t, lm, both, d):
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()

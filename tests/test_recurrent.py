@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.models.recurrent import CELLS, Recurrent, reverse_padded
+from seq2seq.models.recurrent import CELLS, Dropout, Recurrent, dropout, reverse_padded
 
 torch.manual_seed(0)
 
@@ -62,3 +62,18 @@ def test_reverse_padded_keeps_padding_at_the_end():
 def test_unknown_cell_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown cell 'lstn'"):
         Recurrent(3, [3], "lstn")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_1_minus_p_scaled_and_backpropagates_through_the_same_mask(dtype):
+    torch.manual_seed(0)
+    x = torch.ones(200, 500, dtype=dtype, requires_grad=True)
+    y = dropout(x, 0.3)
+    assert y.dtype == dtype
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01  # 100,000 draws: the standard error is 0.0015
+    assert torch.allclose(y[kept].float(), torch.full_like(y[kept].float(), 1 / 0.7), rtol=1e-2)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # dropped elements get no gradient, kept ones get the same scale
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
+    assert torch.equal(Dropout(0.3).eval()(x), x)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.losses import token_nll
-from seq2seq.models.recurrent import Recurrent, State, detach_state, select_state
+from seq2seq.models.recurrent import Recurrent, State, detach_state, dropout, select_state
 from seq2seq.tokenizer import EOS
 
 
@@ -55,7 +54,7 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), final state; state None = zeros."""
-        x = F.dropout(self.embedding(tokens), self.embedding_dropout, self.training)  # (B, T, E)
+        x = dropout(self.embedding(tokens), self.embedding_dropout, self.training)  # (B, T, E)
         # By default the recurrence runs in float32 even under bf16 autocast: with the bf16 fused LSTM on CPU and
         # Adam (lr 0.002), PTB training stalled at the unigram loss (6.74 after 250 steps vs 6.55 in float32).
         # `recurrence: autocast` runs it in the autocast dtype: with the SGD recipes it learned like float32 per epoch
@@ -66,7 +65,7 @@ class LanguageModel(nn.Module):
         else:
             with torch.autocast(tokens.device.type, enabled=False):
                 h, state = self.rnn(x.float(), state)
-        return self.output(F.dropout(h, self.dropout, self.training)), state
+        return self.output(dropout(h, self.dropout, self.training)), state
 
     def loss(self, batch) -> tuple[Tensor, int]:
         """Summed NLL of batch.targets, starting from batch.carry.state; stores the final state, detached."""

@@ -172,7 +172,32 @@ class Recurrent(nn.Module):
         return h, new_state
 
 
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """F.dropout with the CPU mask drawn by torch.rand: 2.1 ms instead of 6.0 ms (forward + backward of a 20x35x650
+    float32 batch, 2 threads; bernoulli_ is the slow part). Each element is kept with probability 1 - p and scaled
+    by 1 / (1 - p), as in F.dropout; only the random stream differs. Other devices use F.dropout."""
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu" or p >= 1:
+        return F.dropout(x, p, training)
+    return x * torch.rand(x.shape).ge_(p).mul_(1 / (1 - p)).to(x.dtype)
+
+
+class Dropout(nn.Module):
+    """nn.Dropout through `dropout` above."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _dropout(h: Tensor | PackedSequence, p: float, training: bool) -> Tensor | PackedSequence:
     if isinstance(h, PackedSequence):
-        return h._replace(data=F.dropout(h.data, p, training))
-    return F.dropout(h, p, training)
+        return h._replace(data=dropout(h.data, p, training))
+    return dropout(h, p, training)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.losses import squared_error
-from seq2seq.models.recurrent import Recurrent
+from seq2seq.models.recurrent import Dropout, Recurrent
 
 
 class Regressor(nn.Module):
@@ -25,7 +25,7 @@ class Regressor(nn.Module):
         super().__init__()
         self.rnn = Recurrent(input_size, hidden_sizes, cell, bidirectional=False, dropout=dropout)
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(self.rnn.output_size, fc_size), nn.ReLU(), nn.Linear(fc_size, 1)
+            Dropout(dropout), nn.Linear(self.rnn.output_size, fc_size), nn.ReLU(), nn.Linear(fc_size, 1)
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from seq2seq.data.batching import Batch
 from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
-from seq2seq.models.recurrent import Recurrent, State, select_state
+from seq2seq.models.recurrent import Dropout, Recurrent, State, select_state
 from seq2seq.tokenizer import PAD
 
 
@@ -92,7 +92,7 @@ class Seq2Seq(nn.Module):
         self.attention = Attention(attention, decoder_hidden, memory_size, decoder_hidden)
         self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
         self.generator = nn.Linear(self.output_size, tgt_vocab, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # ordered: a set would make init random
             nn.init.uniform_(emb.weight, -0.1, 0.1)
             emb.weight.data[PAD].zero_()
