@@ -77,3 +77,24 @@ def test_dropout_keeps_1_minus_p_scaled_and_backpropagates_through_the_same_mask
     assert torch.equal(x.grad != 0, kept)  # dropped elements get no gradient, kept ones get the same scale
     assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
     assert torch.equal(Dropout(0.3).eval()(x), x)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padded_run_without_final_state_equals_the_packed_run_and_its_gradients(cell, bidirectional):
+    torch.manual_seed(1)
+    rnn = Recurrent(5, [6, 7], cell, bidirectional, dropout=0.0)
+    lengths = torch.tensor([4, 2, 3, 1])
+    x = torch.randn(4, 4, 5, requires_grad=True)
+    weights = torch.randn(4, 4, rnn.output_size)
+    packed, _ = rnn(x, lengths=lengths)
+    (packed * weights).sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in rnn.parameters()]
+    x.grad = None
+    rnn.zero_grad()
+    padded, state = rnn(x, lengths=lengths, final_state=False)
+    assert state is None
+    torch.testing.assert_close(padded, packed, rtol=1e-5, atol=1e-6)  # padding is zero in both
+    (padded * weights).sum().backward()
+    for g, g_padded in zip(grads, [x.grad] + [p.grad for p in rnn.parameters()]):
+        torch.testing.assert_close(g_padded, g, rtol=1e-5, atol=1e-6)

@@ -146,9 +146,17 @@ class Recurrent(nn.Module):
                     p.data[:, H : 2 * H] = 1.0
 
     def forward(
-        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State]:
-        """x (B, T, I), lengths (B,) on the CPU or None -> output (B, T, D*H_last), new state."""
+        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None, final_state: bool = True
+    ) -> tuple[Tensor, State | None]:
+        """x (B, T, I), lengths (B,) on the CPU or None -> output (B, T, D*H_last), new state.
+
+        With lengths and final_state=False (the translation encoder, which reads only the outputs), fused layers
+        run on the padded batch instead of packed sequences, whose kernels on the CPU are a per-step loop: 2.3x
+        slower forward + backward for a biLSTM 2x256 over 300 sentences, bf16 autocast. The outputs are the same
+        (padding zeroed); no state is returned (None).
+        """
+        if lengths is not None and not final_state and self.cell != "peephole":
+            return self._padded(x, state, lengths), None
         T = x.shape[1]
         packed = lengths is not None and self.cell != "peephole"
         h: Tensor | PackedSequence = (
@@ -169,7 +177,31 @@ class Recurrent(nn.Module):
             new_state.append(s if isinstance(s, tuple) else tuple(s))
         if packed:
             h, _ = pad_packed_sequence(h, batch_first=True, total_length=T)
-        return h, new_state
+        return h, new_state if final_state else None
+
+    def _padded(self, x: Tensor, state: State | None, lengths: Tensor) -> Tensor:
+        """Exact outputs without packing: padding sits after each sequence, so it cannot reach a real position of
+        the forward direction; the backward direction runs forward over each sequence reversed within its length."""
+        B, T, _ = x.shape
+        kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[self.cell]
+        h = x
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0:
+                h = dropout(h, self.dropout, self.training)
+            outputs = []
+            for d in range(self.directions):
+                suffix = "_reverse" if d else ""
+                params = [getattr(layer, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                if state is None:
+                    hx = [h.new_zeros(1, B, layer.hidden_size)] * (2 if self.cell == "lstm" else 1)
+                else:
+                    hx = [t[d : d + 1] for t in state[i]]
+                seq = h if d == 0 else reverse_padded(h, lengths)
+                out = kernel(seq, hx if self.cell == "lstm" else hx[0], params, True, 1, 0.0, self.training, False, True)[0]
+                outputs.append(out if d == 0 else reverse_padded(out, lengths))
+            h = torch.cat(outputs, dim=-1) if self.directions == 2 else outputs[0]
+        real = torch.arange(T, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # (B, T)
+        return h * real.unsqueeze(-1).to(h.dtype)
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:

@@ -103,7 +103,7 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
         """src (B, S), src_lengths (B,) -> the decoder's initial state, holding the encoder's memory."""
-        memory, _ = self.encoder(self.dropout(self.src_embed(src)), lengths=src_lengths)  # (B, S, D*He)
+        memory, _ = self.encoder(self.dropout(self.src_embed(src)), lengths=src_lengths, final_state=False)  # (B, S, D*He)
         B, S, _ = memory.shape
         lengths = src_lengths.to(src.device)
         mask = torch.arange(S, device=src.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)

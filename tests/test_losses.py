@@ -1,0 +1,33 @@
+"""token_nll: the CPU's blocked loss equals F.cross_entropy, value and gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.losses import token_nll
+from seq2seq.tokenizer import PAD
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("vocab", [50, 200_000])  # 200,000: 2 rows per block, so the batch spans 8 blocks
+def test_blocked_loss_and_gradient_equal_cross_entropy(dtype, smoothing, vocab):
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(3, 5, vocab)).to(dtype).requires_grad_()
+    targets = torch.randint(1, vocab, (3, 5))
+    targets[0, 3:] = PAD
+    targets[2, 1] = PAD
+    weight = torch.rand(())  # a scale on the loss, as a gradient arriving from above
+    loss, count = token_nll(logits, targets, smoothing)
+    (weight * loss).backward()
+    grad, logits.grad = logits.grad, None
+    expected = F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=PAD,
+                               reduction="sum", label_smoothing=smoothing)  # fmt: skip
+    (weight * expected).backward()
+    assert count == 12 and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
+    # softmax as exp(x - logsumexp) rather than exp(x - max) / sum: float32 rounding of about 1e-6 on each element
+    torch.testing.assert_close(grad, logits.grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-4, atol=1e-5)
+    assert torch.all(grad[0, 3:] == 0)  # PAD positions get no gradient
