@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.losses import token_nll
@@ -107,4 +108,4 @@ class LanguageModel(nn.Module):
     def decode_step(self, tokens: Tensor, state: LMState) -> tuple[Tensor, LMState, None]:
         """tokens (B,) -> log-probabilities of the next token (B, V) in float32, new state, no attention."""
         logits, rnn = self(tokens.unsqueeze(1), state.rnn)
-        return logits[:, 0].float().log_softmax(-1), LMState(rnn), None
+        return F.log_softmax(logits[:, 0], -1, dtype=torch.float32), LMState(rnn), None

@@ -189,7 +189,7 @@ class Seq2Seq(nn.Module):
     def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
         """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S)."""
         o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
-        return F.log_softmax(self.generator(o).float(), dim=-1), state, weights
+        return F.log_softmax(self.generator(o), dim=-1, dtype=torch.float32), state, weights
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
         """Summed token NLL (label-smoothed in training) and the number of target tokens."""
