@@ -150,12 +150,12 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor, State | None]:
         """x (B, T, I), lengths (B,) on the CPU or None -> output (B, T, D*H_last), new state.
 
-        With lengths and final_state=False (the translation encoder, which reads only the outputs), fused layers
-        run on the padded batch instead of packed sequences, whose kernels on the CPU are a per-step loop: 2.3x
-        slower forward + backward for a biLSTM 2x256 over 300 sentences, bf16 autocast. The outputs are the same
-        (padding zeroed); no state is returned (None).
+        With lengths and final_state=False (the translation encoder, which reads only the outputs), no state is
+        returned (None), and on the CPU fused layers run on the padded batch instead of packed sequences, whose CPU
+        kernels are a per-step loop: 2.3x slower forward + backward for a biLSTM 2x256 over 300 sentences, bf16
+        autocast. The outputs are the same (padding zeroed). cuDNN runs packed sequences natively: GPUs keep them.
         """
-        if lengths is not None and not final_state and self.cell != "peephole":
+        if lengths is not None and not final_state and self.cell != "peephole" and x.device.type == "cpu":
             return self._padded(x, state, lengths), None
         T = x.shape[1]
         packed = lengths is not None and self.cell != "peephole"
