@@ -52,24 +52,6 @@ def block_ngrams(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
     return log_probs.scatter(1, banned, float("-inf"))  # PAD stands for "no match": banning it costs nothing
 
 
-def top_k(x: Tensor, k: int, block: int = 64) -> tuple[Tensor, Tensor]:
-    """x.topk(k, dim=-1) for rows (N, V) with V >> k, in two cheap passes: the k best values of a row lie in the k
-    blocks (of `block` columns) with the highest maxima, so take those blocks' maxima, then the top k among the k
-    best blocks' k * block values. Ties may resolve to other indices than torch.topk's. Other devices than the CPU
-    use torch.topk, whose GPU kernel is one launch."""
-    N, V = x.shape
-    n = V // block
-    if n <= k or x.device.type != "cpu":
-        return x.topk(k, dim=-1)
-    blocks = x[:, : n * block].view(N, n, block)
-    best = blocks.amax(-1).topk(k, dim=-1).indices  # (N, k)
-    columns = (best.unsqueeze(-1) * block + torch.arange(block, device=x.device)).view(N, -1)  # (N, k*block)
-    if n * block < V:  # the columns after the last whole block are always candidates
-        columns = torch.cat([columns, torch.arange(n * block, V, device=x.device).expand(N, -1)], 1)
-    values, where = x.gather(1, columns).topk(k, dim=-1)
-    return values, columns.gather(1, where)
-
-
 def _mask(log_probs: Tensor, step: int, min_length: int, ban_unk: bool) -> Tensor:
     if step < min_length:
         log_probs = log_probs.index_fill(1, torch.tensor([EOS], device=log_probs.device), float("-inf"))
@@ -202,7 +184,7 @@ def beam_search(
         active = sentence.numel()
         # The 2K best continuations of a sentence are among the 2K best tokens of each of its beams: take those
         # first (one pass over the vocabulary per row), then choose among K x 2K instead of K x V.
-        row_scores, row_tokens = top_k(log_probs, min(2 * K, log_probs.shape[-1]))  # (active*K, W)
+        row_scores, row_tokens = log_probs.topk(min(2 * K, log_probs.shape[-1]), dim=-1)  # (active*K, W)
         W = row_scores.shape[-1]
         candidates = (scores.view(-1, 1) + row_scores).view(active, K * W)
         top_scores, top_index = candidates.topk(min(2 * K, K * W), dim=-1)  # (active, 2K)

@@ -140,16 +140,3 @@ def test_sampling_filters():
     nucleus = search._pick(log_probs, 1.0, 0, 0.5, g)
     assert set(nucleus.tolist()) == {3}
     assert set(search._pick(log_probs, 0.0, 0, 1.0, g).tolist()) == {3}
-
-
-@pytest.mark.parametrize("vocab", [7, 640, 8000, 8037])
-def test_blocked_top_k_equals_torch_topk(vocab):
-    torch.manual_seed(0)
-    x = torch.randn(33, vocab)  # continuous values: no ties
-    x[3, -1] = 100.0  # the best value in the tail after the last whole block
-    x[4, :64] = torch.linspace(50, 60, min(64, vocab))  # all k best values in one block
-    for k in (1, 5, 10):
-        k = min(k, vocab)
-        values, index = search.top_k(x, k)
-        expected = x.topk(k, dim=-1)
-        assert torch.equal(values, expected.values) and torch.equal(index, expected.indices)
