@@ -1,4 +1,4 @@
-"""python -m seq2seq.train RECIPE.yaml [section.key=value ...] [--run-dir DIR] [--resume]
+"""python -m seq2seq.train RECIPE.yaml [section.key=value ...] [--run-dir DIR] [--resume [--allow-changes]]
 
 Several processes (CPUs with gloo, GPUs with NCCL), each reading its own share of the batches:
     torchrun --nproc_per_node 4 -m seq2seq.train RECIPE.yaml
@@ -30,12 +30,46 @@ def start_distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+# What a resumed run may change: where and how long it runs, not what it trains.
+RESUMABLE_CHANGES = {"name", "train.threads", "train.device", "train.max_minutes", "train.max_steps", "train.log_every"}
+
+
+def check_same_run(recipe, run_dir: Path, allow: bool = False) -> None:
+    """--resume with a recipe that trains something else than the run (another batch size, model or schedule) would
+    silently mix two experiments in one run directory: refuse, naming the differences, unless --allow-changes
+    (continuing a copied run with, say, scheduled sampling on), which prints them."""
+    stored = run_dir / "recipe.yaml"
+    if not stored.exists():
+        return
+    before, now = _flat(load_recipe(stored).to_dict()), _flat(recipe.to_dict())
+    changed = [f"{k} {before.get(k)} -> {now.get(k)}" for k in sorted(before.keys() | now.keys())
+               if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]  # fmt: skip
+    if changed and allow:
+        print(f"resuming with changes to the run's recipe: {', '.join(changed)}", flush=True)
+    elif changed:
+        raise ConfigError(
+            f"--resume: this recipe differs from the run's ({stored}): {', '.join(changed)}. "
+            f"Resume with the run's own recipe: python -m seq2seq.train {stored} --run-dir {run_dir} --resume "
+            f"(only {', '.join(sorted(RESUMABLE_CHANGES - {'name'}))} may change), add --allow-changes to continue "
+            f"with the differences on purpose, or start a new run with --run-dir"
+        )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.train", description=__doc__)
     parser.add_argument("recipe", help="a YAML recipe, e.g. recipes/en-fr.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints and logs go (default: runs/<recipe name>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--allow-changes", action="store_true",
+                        help="with --resume: continue even where the recipe differs from the run's (printed)")
     args = parser.parse_intermixed_args(argv)  # overrides may follow --run-dir
     try:
         recipe = load_recipe(args.recipe, args.overrides)
@@ -44,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir for a new one")
         if args.resume and not (run_dir / "last.pt").exists():
             raise ConfigError(f"--resume: {run_dir} has no last.pt to continue from")
+        if args.resume:
+            check_same_run(recipe, run_dir, args.allow_changes)
         from seq2seq.build import build_training, resolve_device  # heavy imports once the recipe is valid
 
         if recipe.train.precision == "fp16" and resolve_device(recipe.train.device).type != "cuda":

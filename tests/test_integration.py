@@ -140,7 +140,16 @@ def test_sigterm_saves_last_and_the_run_resumes(toy_data, tmp_path):
     assert proc.returncode == 0, err.decode()[-2000:]
     saved = checkpoint.load(run / "last.pt")["trainer"]["step"]
     assert saved >= 5
-    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, f"train.max_steps={saved + 3}",
+    # resuming with a recipe that trains something else is refused, naming the difference; the run is untouched
+    before = (run / "last.pt").read_bytes()
+    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, "train.batch_tokens=123",
                 "train.valid_every=100000", "--run-dir", str(run), "--resume")  # fmt: skip
+    assert r.returncode == 2 and b"train.batch_tokens" in r.stderr and b"recipe.yaml --run-dir" in r.stderr
+    assert (run / "last.pt").read_bytes() == before
+    assert b"--allow-changes" in r.stderr
+    r = run_cli("seq2seq.train", "recipes/en-fr.yaml", *TOY_OVERRIDES, f"train.max_steps={saved + 3}",
+                "train.valid_every=100000", "train.clip_norm=0.5", "--run-dir", str(run), "--resume",
+                "--allow-changes")  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert "train.clip_norm 1.0 -> 0.5" in r.stdout.decode()  # a change on purpose is carried out and said
     assert checkpoint.load(run / "last.pt")["trainer"]["step"] == saved + 3
