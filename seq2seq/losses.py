@@ -30,7 +30,7 @@ class SmoothedNLL(torch.autograd.Function):
     rows at a time, and its gradient (softmax - smoothed one-hot) written straight in the logits' dtype.
 
     F.cross_entropy on the CPU first makes a float32 copy and a float32 log-softmax of the whole (N, V) batch:
-    for 4,096 x 8,000 bf16 logits, forward + backward took 260 ms on 2 threads; this takes 88 ms.
+    for 4,096 x 8,000 bf16 logits, forward + backward took 285 ms on 2 threads; this takes 140 ms (same process).
     Per row: loss = logsumexp(x) - (1 - ε)·x[y] - ε·mean(x); PAD rows count 0."""
 
     @staticmethod
@@ -47,15 +47,14 @@ class SmoothedNLL(torch.autograd.Function):
             row = lse[s : s + rows] - (1 - smoothing) * gold - smoothing * x.mean(dim=-1)
             total += (row * real[s : s + rows]).sum(dtype=torch.float64)
         ctx.save_for_backward(logits, targets, lse)
-        ctx.smoothing = smoothing
+        ctx.smoothing, ctx.rows = smoothing, rows
         return total.float()
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:
         logits, targets, lse = ctx.saved_tensors
-        eps = ctx.smoothing
+        eps, rows = ctx.smoothing, ctx.rows
         N, V = logits.shape
-        rows = max(1, 2**19 // V)
         grad = torch.empty_like(logits)
         scale = (targets != PAD).float() * grad_output  # PAD rows get no gradient
         for s in range(0, N, rows):
