@@ -19,6 +19,9 @@ class EnsembleState:
     def select(self, index: Tensor) -> EnsembleState:
         return EnsembleState([s.select(index) for s in self.states])
 
+    def beams(self, k: int) -> EnsembleState:
+        return EnsembleState([s.beams(k) for s in self.states])
+
 
 class Ensemble:
     def __init__(self, models: list[torch.nn.Module]) -> None:

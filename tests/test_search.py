@@ -26,6 +26,9 @@ class TableState:
     def select(self, index: torch.Tensor) -> TableState:
         return TableState(self.prefix.index_select(0, index))
 
+    def beams(self, k: int) -> TableState:
+        return self.select(torch.arange(self.prefix.shape[0]).repeat_interleave(k))
+
 
 class TableModel:
     """A 'model' whose next-token distribution is a fixed random function of the whole prefix, so the best
@@ -135,8 +138,8 @@ def test_ngram_blocking_and_unk_ban():
 def test_sampling_filters():
     log_probs = torch.log_softmax(torch.tensor([[0.0, 0.0, 0.0, 5.0, 4.0, 3.0, 1.0]]), -1).repeat(500, 1)
     g = torch.Generator().manual_seed(0)
-    top2 = search._pick(log_probs, 1.0, 2, 1.0, g)
+    top2 = search._pick(log_probs, 1.0, 2, 1.0, g)[0]
     assert set(top2.tolist()) == {3, 4}
-    nucleus = search._pick(log_probs, 1.0, 0, 0.5, g)
+    nucleus = search._pick(log_probs, 1.0, 0, 0.5, g)[0]
     assert set(nucleus.tolist()) == {3}
-    assert set(search._pick(log_probs, 0.0, 0, 1.0, g).tolist()) == {3}
+    assert set(search._pick(log_probs, 0.0, 0, 1.0, g)[0].tolist()) == {3}

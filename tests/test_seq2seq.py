@@ -130,15 +130,38 @@ def test_full_scheduled_sampling_feeds_the_models_own_predictions():
                                                                                  batch.tgt_in))  # fmt: skip
 
 
-def test_state_select_shares_memory_while_rows_keep_their_sentence():
+def test_beam_state_shares_memory_while_rows_keep_their_sentence():
     torch.manual_seed(0)
     model = Seq2Seq(20, 20, 8, 8, 1, True, 16, 1, attention="luong", input_feeding=False).eval()
     batch = collate([[5, 6, 7], [8, 9], [10]], [[5], [6], [7]])
-    beams = model.encode(batch.src, batch.src_lengths).select(torch.tensor([0, 0, 1, 1, 2, 2]))  # 2 beams each
+    beams = model.encode(batch.src, batch.src_lengths).beams(2)  # rows 2b, 2b+1: two hypotheses of sentence b
+    assert beams.memory.shape[0] == 3 and beams.rnn[0][0].shape[1] == 6
     shuffled = beams.select(torch.tensor([1, 0, 3, 3, 4, 5]))  # hypotheses reordered within their sentences
     assert shuffled.memory is beams.memory and shuffled.keys is beams.keys and shuffled.mask is beams.mask
     dropped = shuffled.select(torch.tensor([0, 1, 4, 5]))  # sentence 1 is done: its rows leave
-    assert dropped.source.tolist() == [0, 0, 2, 2]
-    assert torch.equal(dropped.memory, beams.memory[[0, 1, 4, 5]]) and torch.equal(dropped.mask, beams.mask[[0, 1, 4, 5]])
+    assert dropped.group == 2 and torch.equal(dropped.memory, beams.memory[[0, 2]])
+    assert torch.equal(dropped.mask, beams.mask[[0, 2]])
     h_rows = [layer[0][0] for layer in dropped.rnn]
     assert torch.equal(h_rows[0], beams.rnn[0][0][0][[1, 0, 4, 5]])  # the recurrent state follows the hypotheses
+    mixed = beams.select(torch.tensor([0, 2, 5]))  # not blocks of one sentence: each row gets its own memory again
+    assert mixed.group == 1 and torch.equal(mixed.memory, beams.memory[[0, 1, 2]])
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_shared_beam_memory_decodes_like_one_memory_per_row(kw):
+    m = model(**kw)
+    batch = collate(sentences(3), sentences(3, seed=2))
+    k = 3
+    with torch.no_grad():
+        state = m.encode(batch.src, batch.src_lengths)
+        shared, per_row = state.beams(k), state.select(torch.arange(3).repeat_interleave(k))
+        assert shared.group == k and per_row.group == 1
+        tokens = torch.randint(4, V, (3 * k,))
+        for index in (torch.tensor([2, 0, 1, 3, 3, 5, 8, 7, 6]), torch.tensor([0, 1, 2, 6, 7, 8]), torch.tensor([4, 1])):
+            a, shared, wa = m.decode_step(tokens, shared)
+            b, per_row, wb = m.decode_step(tokens, per_row)
+            torch.testing.assert_close(a, b)
+            torch.testing.assert_close(wa, wb)
+            shared, per_row, tokens = shared.select(index), per_row.select(index), tokens[index]
+        assert shared.group == 1  # the last index broke the blocks
+        torch.testing.assert_close(m.decode_step(tokens, shared)[0], m.decode_step(tokens, per_row)[0])

@@ -26,6 +26,11 @@ class LMState:
     def select(self, index: Tensor) -> LMState:
         return LMState(select_state(self.rnn, index))
 
+    def beams(self, k: int) -> LMState:
+        """k copies of each row, side by side (row b * k + j is copy j of row b)."""
+        rows = self.rnn[0][0].shape[1]
+        return self.select(torch.arange(rows, device=self.rnn[0][0].device).repeat_interleave(k))
+
 
 class LanguageModel(nn.Module):
     def __init__(

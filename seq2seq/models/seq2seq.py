@@ -8,7 +8,7 @@
 With input feeding off, h_t does not depend on o_{t-1}, so teacher forcing runs the decoder over the whole target
 in one fused call and attends for all steps at once (`forward`'s fast path). Search uses the step contract:
 `encode(src, lengths) -> DecoderState`, `decode_step(tokens, state) -> (log_probs, state, attention)` and
-`state.select(index)`.
+`state.select(index)`, `state.beams(k)`.
 """
 
 from __future__ import annotations
@@ -29,28 +29,42 @@ from seq2seq.tokenizer import PAD
 
 @dataclass
 class DecoderState:
-    rnn: State  # per decoder layer, tensors (1, B, Hd)
-    feed: Tensor | None  # (B, O) the previous attentional output (input feeding), else None
-    memory: Tensor  # (B, S, D*He) encoder outputs
-    keys: Tensor  # (B, S, A) attention key projections of memory
-    mask: Tensor  # (B, S) True at real source tokens
-    source: Tensor  # (B,) the sentence whose memory each row holds
+    rnn: State  # per decoder layer, tensors (1, R, Hd): one entry per row
+    feed: Tensor | None  # (R, O) the previous attentional output (input feeding), else None
+    memory: Tensor  # (R / group, S, D*He) encoder outputs
+    keys: Tensor  # (R / group, S, A) attention key projections of memory
+    mask: Tensor  # (R / group, S) True at real source tokens
+    group: int = 1  # consecutive rows that share one memory entry: row r attends to memory[r // group]
 
     def select(self, index: Tensor) -> DecoderState:
-        """Keep/reorder batch entries: state.select(tensor([0, 0, 2])) duplicates sentence 0 and drops 1.
+        """Keep/reorder rows: state.select(tensor([0, 0, 2])) duplicates row 0 and drops row 1.
 
-        When every row keeps the sentence it had (beam search reordering hypotheses within each sentence), the
-        memory, keys and mask are the same tensors and are not copied."""
-        source = self.source.index_select(0, index)
-        same = torch.equal(source, self.source)  # False for another number of rows too
-        return DecoderState(
-            rnn=select_state(self.rnn, index),
-            feed=None if self.feed is None else self.feed.index_select(0, index),
-            memory=self.memory if same else self.memory.index_select(0, index),
-            keys=self.keys if same else self.keys.index_select(0, index),
-            mask=self.mask if same else self.mask.index_select(0, index),
-            source=source,
-        )
+        With group > 1 (after `beams`), an index that keeps each block of `group` rows within one memory entry
+        (beam search reordering hypotheses of a sentence, or dropping whole sentences) selects memory entries
+        and copies nothing when it keeps them all; any other index gives every row its own memory entry again."""
+        rnn = select_state(self.rnn, index)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        g = self.group
+        if g > 1 and index.numel() % g == 0:
+            entries = index.view(-1, g) // g
+            if bool((entries == entries[:, :1]).all()):
+                entries = entries[:, 0]
+                if torch.equal(entries, torch.arange(self.memory.shape[0], device=entries.device)):
+                    return DecoderState(rnn, feed, self.memory, self.keys, self.mask, g)
+                memory, keys, mask = (t.index_select(0, entries) for t in (self.memory, self.keys, self.mask))
+                return DecoderState(rnn, feed, memory, keys, mask, g)
+        entries = index // g
+        memory, keys, mask = (t.index_select(0, entries) for t in (self.memory, self.keys, self.mask))
+        return DecoderState(rnn, feed, memory, keys, mask)
+
+    def beams(self, k: int) -> DecoderState:
+        """k copies of each row, side by side (row b * k + j is copy j of row b), sharing the row's memory: the
+        attention of a beam step is then one (k x S) product per sentence instead of k (1 x S) ones."""
+        if self.group != 1:
+            raise ValueError("beams() applies to a state with one memory entry per row")
+        index = torch.arange(self.memory.shape[0], device=self.memory.device).repeat_interleave(k)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        return DecoderState(select_state(self.rnn, index), feed, self.memory, self.keys, self.mask, k)
 
 
 class Seq2Seq(nn.Module):
@@ -121,14 +135,18 @@ class Seq2Seq(nn.Module):
             memory=memory,
             keys=self.attention.project_keys(memory),
             mask=mask,
-            source=torch.arange(B, device=src.device),
         )
 
     # ------------------------------------------------------------------------------------------------ decoder
 
     def _attend(self, h: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """h (B, T, Hd) -> attentional output o (B, T, O), weights (B, T, S)."""
-        context, weights = self.attention(h, state.keys, state.memory, state.mask)
+        """h (R, T, Hd) -> attentional output o (R, T, O), weights (R, T, S)."""
+        if state.group > 1:  # one decoder step of `group` rows per memory entry: attend as (R / group, group, .)
+            R, g = h.shape[0], state.group
+            context, weights = self.attention(h.reshape(R // g, g, -1), state.keys, state.memory, state.mask)
+            context, weights = context.reshape(R, 1, -1), weights.reshape(R, 1, -1)
+        else:
+            context, weights = self.attention(h, state.keys, state.memory, state.mask)
         o = torch.tanh(self.combine(torch.cat([h, context.to(h.dtype)], dim=-1)))
         return self.dropout(o), weights
 
@@ -139,7 +157,7 @@ class Seq2Seq(nn.Module):
         o, weights = self._attend(h, state)
         o = o.squeeze(1)
         feed = o if self.input_feeding else None
-        return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask, state.source), weights.squeeze(1)
+        return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask, state.group), weights.squeeze(1)
 
     def set_step(self, step: int) -> None:
         self.step = step
