@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seq2seq.allocator import reuse_freed_memory
 from seq2seq.build import build_model, build_optimizer, tokenize, train_tokenizers
 from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
@@ -286,6 +287,7 @@ def bench_decode(args) -> None:
 
 
 def main() -> None:
+    reuse_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train")

@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.data.corpora import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
+    reuse_freed_memory()
     parser = argparse.ArgumentParser(prog="python -m seq2seq.evaluate", description=__doc__)
     parser.add_argument("run_dirs", type=Path, nargs="+", help="run directories (several = an ensemble)")
     parser.add_argument("--split", default="test_2016_flickr", help="a split of the run's corpus")

@@ -12,12 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.data.corpora import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
+    reuse_freed_memory()
     parser = argparse.ArgumentParser(prog="python -m seq2seq.forecast", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")

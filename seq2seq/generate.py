@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.tokenizer import EOS
 
@@ -39,6 +40,7 @@ def continue_text(
 
 
 def main(argv: list[str] | None = None) -> int:
+    reuse_freed_memory()
     p = argparse.ArgumentParser(prog="python -m seq2seq.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("run_dir", type=Path)

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, load_recipe
 from seq2seq.data.corpora import DataError
@@ -63,6 +64,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    reuse_freed_memory()
     parser = argparse.ArgumentParser(prog="python -m seq2seq.train", description=__doc__)
     parser.add_argument("recipe", help="a YAML recipe, e.g. recipes/en-fr.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")

@@ -12,6 +12,7 @@ import itertools
 import sys
 from pathlib import Path
 
+from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.prompt import prompt_loop
 
@@ -86,6 +87,7 @@ def show_attention(t) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    reuse_freed_memory()
     args = parse_args(argv)
     if args.greedy:
         args.beam = 1
