@@ -45,17 +45,15 @@ class DecoderState:
         rnn = select_state(self.rnn, index)
         feed = None if self.feed is None else self.feed.index_select(0, index)
         g = self.group
+        entries, group = index // g, 1  # the memory entry of each new row
         if g > 1 and index.numel() % g == 0:
-            entries = index.view(-1, g) // g
-            if bool((entries == entries[:, :1]).all()):
-                entries = entries[:, 0]
-                if torch.equal(entries, torch.arange(self.memory.shape[0], device=entries.device)):
-                    return DecoderState(rnn, feed, self.memory, self.keys, self.mask, g)
-                memory, keys, mask = (t.index_select(0, entries) for t in (self.memory, self.keys, self.mask))
-                return DecoderState(rnn, feed, memory, keys, mask, g)
-        entries = index // g
+            blocks = entries.view(-1, g)
+            if bool((blocks == blocks[:, :1]).all()):
+                entries, group = blocks[:, 0], g
+        if torch.equal(entries, torch.arange(self.memory.shape[0], device=entries.device)):
+            return DecoderState(rnn, feed, self.memory, self.keys, self.mask, group)
         memory, keys, mask = (t.index_select(0, entries) for t in (self.memory, self.keys, self.mask))
-        return DecoderState(rnn, feed, memory, keys, mask)
+        return DecoderState(rnn, feed, memory, keys, mask, group)
 
     def beams(self, k: int) -> DecoderState:
         """k copies of each row, side by side (row b * k + j is copy j of row b), sharing the row's memory: the
