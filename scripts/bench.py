@@ -266,16 +266,23 @@ def bench_decode(args) -> None:
     d = translator.recipe.data
     sources = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang)["src"]
     translator.translate(sources[:64])  # warm-up
-    for beam in (1, 5):  # batches of 64 sentences (as issue #5 measured Joey NMT), and the default batch
-        for batch_size in dict.fromkeys([64, args.batch_size or default_batch_size(beam)]):
+    threads = torch.get_num_threads()
+    for beam in (1, 5):  # batches of 64 sentences (as issue #5 measured Joey NMT), and the default batch, decoded one
+        # at a time with all threads, then (on a CPU with several threads) two at a time (--inter-threads 2)
+        variants = [(batch_size, 1) for batch_size in dict.fromkeys([64, args.batch_size or default_batch_size(beam)])]
+        if threads > 1 and translator.device.type == "cpu":
+            variants.append((variants[-1][0], 2))
+        for batch_size, inter_threads in variants:
+            translator.inter_threads = inter_threads
             start = time.perf_counter()
             outputs = translator.translate(sources, beam=beam, batch_size=batch_size)
             seconds = time.perf_counter() - start
             pieces = sum(len(p) for p in translator.tgt_tok.encode(outputs))
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
-                              "batch_size": batch_size, "sentences": len(sources),
+                              "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds, "target_pieces_per_s": pieces / seconds,
                               "device": device_name(torch.device(args.device))}), flush=True)  # fmt: skip
+    translator.inter_threads = 1
     latencies = []
     for line in sources[:100]:
         start = time.perf_counter()

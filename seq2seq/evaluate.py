@@ -16,6 +16,7 @@ from pathlib import Path
 from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.data.corpora import DataError
+from seq2seq.translate import at_least_one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for beam search")
     parser.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 / beam size)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--inter-threads", type=at_least_one, default=1,
+                        help="CPU: batches decoded at once, each on an equal share of the threads")
     parser.add_argument("--lowercase-tokenized", action="store_true",
                         help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")
     parser.add_argument("--output", type=Path, help="where to write the translations")
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.data.parallel import load_parallel
         from seq2seq.metrics import all_scores
 
-        translator = load_for_inference(args.run_dirs, args.checkpoint, args.device)
+        translator = load_for_inference(args.run_dirs, args.checkpoint, args.device, inter_threads=args.inter_threads)
         d = translator.recipe.data
         table = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang, d.hub_config)
         options = {"alpha": args.alpha} if beam > 1 else {}

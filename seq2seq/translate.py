@@ -17,6 +17,14 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.prompt import prompt_loop
 
 
+def at_least_one(text: str) -> int:
+    """argparse type: an integer of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -34,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ban-unk", action="store_true", help="never output the unknown token")
     p.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 / beam size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--inter-threads", type=at_least_one, default=1,
+                   help="CPU: batches decoded at once, each on an equal share of the threads")
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
     p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
     return p.parse_args(argv)
@@ -60,7 +70,8 @@ def translate_stream(translator, stream, out, args, options) -> None:
 
     lines = read_lines(stream)
     while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam)) * 16)):
-        for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options):
+        for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, attention=False,
+                                                  **options):  # fmt: skip
             out.write(format_n_best(result) + "\n")
         out.flush()
 
@@ -102,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.translator import Translator
 
         extra = {"max_len_ratio": args.max_len_ratio} if args.max_len_ratio else {}
+        extra["inter_threads"] = args.inter_threads
         translator = Translator.from_run(args.run_dirs, args.checkpoint, args.device, **extra)
         if not args.input and sys.stdin.isatty():
             interactive(translator, args, options)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +59,15 @@ class Translator:
         max_src_len: int = 250,
         warn: Callable[[str], None] | None = None,
         recipe=None,
+        inter_threads: int = 1,
     ) -> None:
         self.model, self.src_tok, self.tgt_tok, self.device = model.eval(), src_tokenizer, tgt_tokenizer, device
         self.precision, self.max_len_ratio, self.max_src_len = precision, max_len_ratio, max_src_len
         self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
         self.recipe = recipe  # the Recipe the (first) model was trained with, when loaded from a run
+        if inter_threads < 1:
+            raise ValueError(f"inter_threads must be at least 1, got {inter_threads}")
+        self.inter_threads = inter_threads  # batches decoded at once on the CPU, each on its share of the threads
 
     @classmethod
     def from_run(cls, run_dirs: str | Path | Sequence[str | Path], which: str = "best", device: str = "auto",
@@ -73,13 +78,14 @@ class Translator:
 
     def translate(self, lines: Sequence[str], beam: int = 1, batch_size: int | None = None, **options) -> list[str]:
         """One output line per input line; an empty or blank line gives an empty line."""
+        options.setdefault("attention", False)  # only the text is returned: no need to keep the attention weights
         return [best[0].text for best in self.translate_n_best(lines, beam, 1, batch_size, **options)]
 
     def translate_n_best(
         self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int | None = None, **options
     ) -> list[list[Translation]]:
         """beam 1 is greedy search; `options` go to search.beam_search (alpha, min_length, no_repeat_ngram,
-        ban_unk) or, for beam 1, to search.sample (temperature, top_k, top_p)."""
+        ban_unk, attention) or, for beam 1, to search.sample (temperature, top_k, top_p, attention)."""
         ids = self.src_tok.encode([clean(line) for line in lines])
         for i, seq in enumerate(ids):
             if len(seq) > self.max_src_len:
@@ -88,11 +94,30 @@ class Translator:
         outputs: list[list[Translation]] = [[Translation("", 0.0, [], [], [])] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
         batch_size = batch_size or default_batch_size(beam)
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start : start + batch_size]
-            for i, hyps in zip(rows, self.search([ids[i] for i in rows], beam, n_best, **options)):
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        for rows, results in zip(batches, self._search_all(batches, ids, beam, n_best, options)):
+            for i, hyps in zip(rows, results):
                 outputs[i] = [self._translation(ids[i], h) for h in hyps]
         return outputs
+
+    def _search_all(self, batches: list[list[int]], ids, beam: int, n_best: int, options: dict) -> Iterator:
+        """Search results per batch, in order. With inter_threads > 1 on the CPU, that many batches are decoded at
+        once, each in its own thread with an equal share of torch's threads (CTranslate2's inter_threads): small
+        per-step operations cannot use two cores within one batch, but two batches keep both busy."""
+        def run(rows: list[int]):
+            return self.search([ids[i] for i in rows], beam, n_best, **options)
+
+        workers = min(self.inter_threads, len(batches))
+        if workers <= 1 or self.device.type != "cpu":
+            yield from map(run, batches)
+            return
+        threads = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
+                                    initargs=(max(1, threads // workers),)) as pool:  # fmt: skip
+                yield from pool.map(run, batches)
+        finally:
+            torch.set_num_threads(threads)  # a worker's setting is also the default of threads started later
 
     def search(self, src_ids: Sequence[Sequence[int]], beam: int, n_best: int, **options):
         src = pad(src_ids).to(self.device)

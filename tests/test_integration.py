@@ -43,6 +43,21 @@ def test_translator_api_n_best_and_attention(toy_run):
     assert max(range(len(first_row)), key=first_row.__getitem__) == best.src_pieces.index("▁sc")
 
 
+def test_inter_threads_decode_batches_at_once_with_the_same_results(toy_run, toy_data):
+    sources = load_parallel("multi30k", "test_2016_flickr", "en", "fr")["src"][:60]
+    serial = Translator.from_run(toy_run, device="cpu")
+    parallel = Translator.from_run(toy_run, device="cpu", inter_threads=2)
+    threads = torch.get_num_threads()
+    for beam in (1, 3):
+        expected = serial.translate_n_best(sources, beam=beam, n_best=1, batch_size=7)
+        got = parallel.translate_n_best(sources, beam=beam, n_best=1, batch_size=7)  # 9 batches over 2 threads
+        assert [t[0].text for t in got] == [t[0].text for t in expected]
+        assert [t[0].score for t in got] == pytest.approx([t[0].score for t in expected])
+    assert torch.get_num_threads() == threads  # the caller's setting is back
+    with pytest.raises(ValueError, match="inter_threads"):
+        Translator.from_run(toy_run, device="cpu", inter_threads=0)
+
+
 def test_ensemble_of_one_model_twice_equals_the_model(toy_run, tmp_path):
     single = Translator.from_run(toy_run, device="cpu")
     double = Translator.from_run([toy_run, toy_run], device="cpu")

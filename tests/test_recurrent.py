@@ -98,3 +98,37 @@ def test_padded_run_without_final_state_equals_the_packed_run_and_its_gradients(
     (padded * weights).sum().backward()
     for g, g_padded in zip(grads, [x.grad] + [p.grad for p in rnn.parameters()]):
         torch.testing.assert_close(g_padded, g, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_step_lstm_decoding_path_equals_the_fused_kernel(dtype):
+    """Without autograd, a one-step call on the CPU takes Recurrent._lstm_step (one matmul per layer); stepping a
+    sequence through it gives what the fused kernel gives for the whole sequence, and the state it carries."""
+    rnn = Recurrent(5, [6, 7], "lstm").eval().to(dtype)
+    x = torch.randn(3, 4, 5, dtype=dtype)
+    h0 = [(torch.randn(1, 3, n, dtype=dtype), torch.randn(1, 3, n, dtype=dtype)) for n in (6, 7)]
+    fused, fused_state = rnn(x, h0)  # autograd on: the fused kernel
+    state, steps = h0, []
+    with torch.inference_mode():
+        for t in range(4):
+            out, state = rnn(x[:, t : t + 1], state)
+            steps.append(out)
+    assert rnn.layers[0]._joined[1].shape == (24, 11)  # the path ran: its joined weights are cached on the layer
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 0.05, "atol": 0.03}
+    torch.testing.assert_close(torch.cat(steps, 1), fused.detach(), **tol)
+    for layer, fused_layer in zip(state, fused_state):
+        for t, t_fused in zip(layer, fused_layer):
+            assert t.dtype == dtype
+            torch.testing.assert_close(t, t_fused.detach(), **tol)
+
+
+def test_one_step_path_sees_updated_weights():
+    rnn = Recurrent(3, [4], "lstm").eval()
+    x, h = torch.randn(2, 1, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
+    with torch.no_grad():
+        before, _ = rnn(x, [h])
+        rnn.layers[0].bias_ih_l0.add_(1.0)  # what an optimizer step does: in place
+        after, _ = rnn(x, [h])
+        expected, _ = rnn.layers[0](x, h)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)

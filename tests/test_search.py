@@ -87,6 +87,17 @@ def test_beam_of_one_equals_greedy(kw):
     assert [h[0].tokens for h in beam] == greedy
 
 
+def test_without_attention_the_same_hypotheses_and_no_weights():
+    m = model()
+    src = sentences(5, seed=3)
+    lengths = torch.tensor([len(s) for s in src])
+    for decode in (search.sample, lambda *a, **k: [h[0] for h in search.beam_search(*a, beam_size=3, **k)]):
+        kept, dropped = decode(m, pad(src), lengths), decode(m, pad(src), lengths, attention=False)
+        assert [h.tokens for h in dropped] == [h.tokens for h in kept]
+        assert [h.score for h in dropped] == [h.score for h in kept]
+        assert all(h.attention for h in kept) and not any(h.attention for h in dropped)
+
+
 @pytest.mark.parametrize("kw", VARIANTS[:3])
 def test_batched_beam_equals_one_sentence_at_a_time(kw):
     m = model(**kw)
@@ -143,3 +154,19 @@ def test_sampling_filters():
     nucleus = search._pick(log_probs, 1.0, 0, 0.5, g)[0]
     assert set(nucleus.tolist()) == {3}
     assert set(search._pick(log_probs, 0.0, 0, 1.0, g)[0].tolist()) == {3}
+
+
+@pytest.mark.parametrize("V", [8000, 8003, 50, 7])
+def test_top_k_gives_torch_topk_values_and_matching_indices(V):
+    torch.manual_seed(V)
+    scores = torch.randn(6, V)
+    scores[0, : min(V, 40)] = 2.5  # ties at the top
+    scores[1] = torch.randn(V).bfloat16().float()  # bf16 logits: many equal values
+    scores[2, -1] = 9.0  # the maximum in the columns left over by the groups of 8
+    scores[3, 5:] = float("-inf")
+    k = min(10, V)
+    values, index = search.top_k(scores, k)
+    expected = scores.topk(k, dim=-1).values
+    torch.testing.assert_close(values, expected)
+    torch.testing.assert_close(scores.gather(1, index), values)  # the indices point at those values ...
+    assert all(len(set(row)) == k for row in index.tolist())  # ... each once
