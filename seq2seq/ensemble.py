@@ -37,8 +37,11 @@ class Ensemble:
     def encode(self, src: Tensor, src_lengths: Tensor) -> EnsembleState:
         return EnsembleState([m.encode(src, src_lengths) for m in self.models])
 
-    def decode_step(self, tokens: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState, Tensor | None]:
-        """Mean of the members' log-probabilities, renormalized: log softmax(mean_i log p_i)."""
+    def decode_step(
+        self, tokens: Tensor, state: EnsembleState, normalize: bool = True
+    ) -> tuple[Tensor, EnsembleState, Tensor | None]:
+        """Mean of the members' log-probabilities, renormalized: log softmax(mean_i log p_i). Always normalized:
+        the members' logits cannot be averaged."""
         outs = [m.decode_step(tokens, s) for m, s in zip(self.models, state.states)]
         log_probs = torch.log_softmax(torch.stack([o[0] for o in outs]).mean(0), dim=-1)
         attentions = [o[2] for o in outs if o[2] is not None]

@@ -69,9 +69,9 @@ def translate_stream(translator, stream, out, args, options) -> None:
     from seq2seq.translator import default_batch_size
 
     lines = read_lines(stream)
+    text_only = {"attention": False, **({"scores": False} if args.beam <= 1 else {})}  # what format_n_best prints
     while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam)) * 16)):
-        for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, attention=False,
-                                                  **options):  # fmt: skip
+        for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options, **text_only):
             out.write(format_n_best(result) + "\n")
         out.flush()
 

@@ -78,14 +78,16 @@ class Translator:
 
     def translate(self, lines: Sequence[str], beam: int = 1, batch_size: int | None = None, **options) -> list[str]:
         """One output line per input line; an empty or blank line gives an empty line."""
-        options.setdefault("attention", False)  # only the text is returned: no need to keep the attention weights
+        options.setdefault("attention", False)  # only the text is returned: no attention weights ...
+        if beam <= 1:
+            options.setdefault("scores", False)  # ... and no scores, which greedy search then need not compute
         return [best[0].text for best in self.translate_n_best(lines, beam, 1, batch_size, **options)]
 
     def translate_n_best(
         self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int | None = None, **options
     ) -> list[list[Translation]]:
         """beam 1 is greedy search; `options` go to search.beam_search (alpha, min_length, no_repeat_ngram,
-        ban_unk, attention) or, for beam 1, to search.sample (temperature, top_k, top_p, attention)."""
+        ban_unk, attention) or, for beam 1, to search.sample (temperature, top_k, top_p, attention, scores)."""
         ids = self.src_tok.encode([clean(line) for line in lines])
         for i, seq in enumerate(ids):
             if len(seq) > self.max_src_len:

@@ -98,6 +98,19 @@ def test_without_attention_the_same_hypotheses_and_no_weights():
         assert all(h.attention for h in kept) and not any(h.attention for h in dropped)
 
 
+def test_greedy_without_scores_asks_for_logits_and_picks_the_same_tokens():
+    m = model()
+    src = sentences(6, seed=4)
+    lengths = torch.tensor([len(s) for s in src])
+    scored, unscored = search.sample(m, pad(src), lengths), search.sample(m, pad(src), lengths, scores=False)
+    assert [h.tokens for h in unscored] == [h.tokens for h in scored]
+    assert all(math.isnan(h.score) and math.isnan(h.log_prob) for h in unscored)
+    assert all(h.score < 0 for h in scored)
+    logits, _, _ = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]), normalize=False)
+    log_probs, _, _ = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]))
+    torch.testing.assert_close(torch.log_softmax(logits.float(), -1), log_probs)
+
+
 @pytest.mark.parametrize("kw", VARIANTS[:3])
 def test_batched_beam_equals_one_sentence_at_a_time(kw):
     m = model(**kw)
@@ -157,16 +170,19 @@ def test_sampling_filters():
 
 
 @pytest.mark.parametrize("V", [8000, 8003, 50, 7])
-def test_top_k_gives_torch_topk_values_and_matching_indices(V):
+@pytest.mark.parametrize("k", [1, 10])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_topk_rows_gives_torch_topk_values_and_matching_indices(V, k, dtype):
     torch.manual_seed(V)
     scores = torch.randn(6, V)
     scores[0, : min(V, 40)] = 2.5  # ties at the top
     scores[1] = torch.randn(V).bfloat16().float()  # bf16 logits: many equal values
     scores[2, -1] = 9.0  # the maximum in the columns left over by the groups of 8
     scores[3, 5:] = float("-inf")
-    k = min(10, V)
-    values, index = search.top_k(scores, k)
-    expected = scores.topk(k, dim=-1).values
-    torch.testing.assert_close(values, expected)
+    scores = scores.to(dtype)
+    k = min(k, V)
+    values, index = search.topk_rows(scores, k)
+    assert values.dtype == dtype and index.shape == (6, k)
+    torch.testing.assert_close(values, scores.topk(k, dim=-1).values)
     torch.testing.assert_close(scores.gather(1, index), values)  # the indices point at those values ...
     assert all(len(set(row)) == k for row in index.tolist())  # ... each once

@@ -123,7 +123,8 @@ class LanguageModel(nn.Module):
             return LMState(self.zero_state(src.shape[0], src.device))
         return LMState(self(src)[1])
 
-    def decode_step(self, tokens: Tensor, state: LMState) -> tuple[Tensor, LMState, None]:
-        """tokens (B,) -> log-probabilities of the next token (B, V) in float32, new state, no attention."""
+    def decode_step(self, tokens: Tensor, state: LMState, normalize: bool = True) -> tuple[Tensor, LMState, None]:
+        """tokens (B,) -> log-probabilities of the next token (B, V) in float32, new state, no attention.
+        normalize=False: the logits instead (same order)."""
         logits, rnn = self(tokens.unsqueeze(1), state.rnn)
-        return F.log_softmax(logits[:, 0], -1, dtype=torch.float32), LMState(rnn), None
+        return (F.log_softmax(logits[:, 0], -1, dtype=torch.float32) if normalize else logits[:, 0]), LMState(rnn), None

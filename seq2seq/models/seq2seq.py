@@ -202,10 +202,14 @@ class Seq2Seq(nn.Module):
             logits.append(self.generator(o))
         return torch.stack(logits, dim=1)
 
-    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
-        """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S)."""
+    def decode_step(
+        self, tokens: Tensor, state: DecoderState, normalize: bool = True
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S).
+        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer)."""
         o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
-        return F.log_softmax(self.generator(o), dim=-1, dtype=torch.float32), state, weights
+        logits = self.generator(o)
+        return (F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits), state, weights
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
         """Summed token NLL (label-smoothed in training) and the number of target tokens."""
