@@ -196,8 +196,8 @@ def beam_search(
 
     Rows are laid out sentence-major: row b * K + k is beam k of sentence b. Each step takes the 2K best
     continuations of each sentence; those ending in EOS among the first K are finished (scored with the GNMT
-    length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, or at its
-    maximum length; done sentences leave the batch. start_tokens, max_len and attention are as in `sample`.
+    length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, at its
+    maximum length, or as soon as no live beam can beat its n best finished ones; done sentences leave the batch. start_tokens, max_len and attention are as in `sample`.
     """
     K = beam_size
     if n_best > K:
@@ -255,8 +255,14 @@ def beam_search(
         attn_history = attn_history[rows] if attention else None
         tokens = token.view(-1)
         state = state.select(rows)
-        # 3. drop sentences that are done
-        done = torch.tensor([len(finished[s]) >= K for s in sentence.tolist()], device=device) | at_limit
+        # 3. drop sentences that are done: K finished hypotheses, or (exactly: the n best cannot change) the n-th best
+        # finished score already beats what any live beam could reach: its log-probability only falls, and the
+        # length penalty divides it by at most the penalty at the sentence's length limit
+        sentences, best_live = sentence.tolist(), scores.max(-1).values.tolist()
+        stop = [len(finished[s]) >= K or (alpha >= 0 and len(finished[s]) >= n_best and sorted(
+            (h.score for h in finished[s]), reverse=True)[n_best - 1] >= live / length_penalty(limits[s] + 1, alpha))
+            for s, live in zip(sentences, best_live)]  # fmt: skip
+        done = torch.tensor(stop, device=device) | at_limit
         done |= ~torch.isfinite(scores).any(-1)
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)

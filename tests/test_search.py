@@ -77,6 +77,35 @@ def test_a_wide_beam_finds_the_brute_force_best(alpha):
     assert hyps[0][0].score == pytest.approx(best_score, abs=1e-4)
 
 
+class EndsNowOrNever(TableModel):
+    """EOS is nearly certain right after BOS and impossible later: one hypothesis finishes at the first step, and
+    no other ever does before the length limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def log_probs_after(self, prefix: tuple[int, ...]) -> torch.Tensor:
+        logits = torch.zeros(self.vocab)
+        logits[[PAD, BOS, UNK]] = float("-inf")
+        logits[EOS] = 8.0 if len(prefix) == 1 else float("-inf")
+        return torch.log_softmax(logits, -1)
+
+    def decode_step(self, tokens, state: TableState):
+        self.steps += 1
+        return super().decode_step(tokens, state)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_search_stops_once_no_live_beam_can_win(alpha):
+    m = EndsNowOrNever()
+    hyps = search.beam_search(m, torch.zeros(1, 3, dtype=torch.long), torch.tensor([3]), beam_size=4, alpha=alpha)
+    assert hyps[0][0].tokens == [] and m.steps == 1  # not 3 * 1.5 + 10 steps waiting for 4 finished hypotheses
+    m.steps = 0
+    two = search.beam_search(m, torch.zeros(1, 3, dtype=torch.long), torch.tensor([3]), beam_size=4, n_best=2)
+    assert len(two[0]) == 2 and m.steps == 14  # the second best can only come at the length limit
+
+
 @pytest.mark.parametrize("kw", VARIANTS)
 def test_beam_of_one_equals_greedy(kw):
     m = model(**kw)
