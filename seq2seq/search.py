@@ -203,23 +203,18 @@ def beam_search(
     if n_best > K:
         raise ValueError(f"n_best ({n_best}) cannot exceed the beam size ({K})")
     B, device = src.shape[0], src.device
-    state = model.encode(src, src_lengths).beams(K)
+    state = model.encode(src, src_lengths)  # one row per sentence for the first step: its K beams start alike
     limits = max_lengths(src_lengths, max_len_ratio).tolist() if max_len is None else [max_len] * B
     sentence = torch.arange(B, device=device)  # original sentence of each still-active block of K rows
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start: the K beams would otherwise be copies
-    tokens = torch.full((B * K,), BOS, dtype=torch.long, device=device) if start_tokens is None else (
-        start_tokens.to(device).repeat_interleave(K))  # fmt: skip
+    tokens = torch.full((B,), BOS, dtype=torch.long, device=device) if start_tokens is None else start_tokens.to(device)
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)
     attn_history: Tensor | None = None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     t = 0
     while sentence.numel() > 0:
         log_probs, state, weights = model.decode_step(tokens, state)
-        if attention:
-            weights = log_probs.new_zeros(log_probs.shape[0], 0) if weights is None else weights
-            attn_history = weights.float().unsqueeze(1) if attn_history is None else torch.cat(
-                [attn_history, weights.float().unsqueeze(1)], 1)  # fmt: skip
         log_probs = _mask(log_probs, t, min_length, ban_unk)
         if no_repeat_ngram:
             log_probs = block_ngrams(log_probs, history, no_repeat_ngram)
@@ -227,6 +222,14 @@ def beam_search(
         # The 2K best continuations of a sentence are among the 2K best tokens of each of its beams: take those
         # first (one pass over the vocabulary per row), then choose among K x 2K instead of K x V.
         row_scores, row_tokens = topk_rows(log_probs, min(2 * K, log_probs.shape[-1]))  # (active*K, W)
+        if t == 0:  # the first step ran once per sentence: now each sentence gets its K beams (only the first live)
+            row_scores, row_tokens, state = row_scores.repeat_interleave(K, 0), row_tokens.repeat_interleave(K, 0), (
+                state.beams(K))  # fmt: skip
+            weights = None if weights is None else weights.repeat_interleave(K, 0)
+        if attention:
+            weights = row_scores.new_zeros(row_scores.shape[0], 0) if weights is None else weights
+            attn_history = weights.float().unsqueeze(1) if attn_history is None else torch.cat(
+                [attn_history, weights.float().unsqueeze(1)], 1)  # fmt: skip
         W = row_scores.shape[-1]
         candidates = (scores.view(-1, 1) + row_scores).view(active, K * W)
         top_scores, top_index = candidates.topk(min(2 * K, K * W), dim=-1)  # (active, 2K)
