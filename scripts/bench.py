@@ -306,7 +306,7 @@ def main() -> None:
     d = sub.add_parser("decode")
     d.add_argument("run_dir")
     d.add_argument("--split", default="test_2016_flickr")
-    d.add_argument("--batch-size", type=int, help="sentences per batch (default: the translator's, 256 / beam)")
+    d.add_argument("--batch-size", type=int, help="sentences per batch (default: the translator's)")
     for p in (lm, both):
         p.add_argument("--batch-size", type=int, nargs="+",
                        help="streams per batch, for the example and ours alike; several = one measurement each "

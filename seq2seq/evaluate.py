@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
     parser.add_argument("--greedy", action="store_true", help="same as --beam 1")
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for beam search")
-    parser.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 / beam size)")
+    parser.add_argument("--batch-size", type=int,
+                        help="sentences per batch (default: 256 greedy, 512 / beam size)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inter-threads", type=at_least_one, default=1,
                         help="CPU: batches decoded at once, each on an equal share of the threads")

@@ -197,7 +197,8 @@ def beam_search(
     Rows are laid out sentence-major: row b * K + k is beam k of sentence b. Each step takes the 2K best
     continuations of each sentence; those ending in EOS among the first K are finished (scored with the GNMT
     length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, at its
-    maximum length, or as soon as no live beam can beat its n best finished ones; done sentences leave the batch. start_tokens, max_len and attention are as in `sample`.
+    maximum length, or as soon as no live beam can beat its n best finished ones; done sentences leave the batch.
+    start_tokens, max_len and attention are as in `sample`.
     """
     K = beam_size
     if n_best > K:

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-length", type=int, default=0, help="no end of sentence before this many pieces")
     p.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating n-grams of this size")
     p.add_argument("--ban-unk", action="store_true", help="never output the unknown token")
-    p.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 / beam size)")
+    p.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 greedy, 512 / beam size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--inter-threads", type=at_least_one, default=1,
                    help="CPU: batches decoded at once, each on an equal share of the threads")
@@ -71,7 +71,8 @@ def translate_stream(translator, stream, out, args, options) -> None:
     lines = read_lines(stream)
     text_only = {"attention": False, **({"scores": False} if args.beam <= 1 else {})}  # what format_n_best prints
     while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam)) * 16)):
-        for result in translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options, **text_only):
+        results = translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options, **text_only)
+        for result in results:
             out.write(format_n_best(result) + "\n")
         out.flush()
 
