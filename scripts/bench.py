@@ -1,7 +1,7 @@
 """Speed benchmarks; each result is one JSON line on stdout. Run them on a quiet machine.
 
     python scripts/bench.py train  [--steps 30]          # LSTM-medium variants on real Multi30k batches
-    python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr
+    python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr, fp32 reference first
     python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
@@ -266,19 +266,25 @@ def bench_decode(args) -> None:
     d = translator.recipe.data
     sources = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang)["src"]
     translator.translate(sources[:64])  # warm-up
+    # the reference: the same model and search in float32 (no bf16 weights, no autocast)
+    reference = Translator.from_run(args.run_dir, device=args.device, precision="fp32")
+    reference.translate(sources[:64])  # warm-up
     threads = torch.get_num_threads()
-    for beam in (1, 5):  # batches of 64 sentences (as issue #5 measured Joey NMT), and the default batch, decoded one
-        # at a time with all threads, then (on a CPU with several threads) two at a time (--inter-threads 2)
-        variants = [(batch_size, 1) for batch_size in dict.fromkeys([64, args.batch_size or default_batch_size(beam)])]
+    for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
+        # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
+        # at a time (--inter-threads 2)
+        variants = [(reference, 64, 1)] + [(translator, batch_size, 1) for batch_size in dict.fromkeys(
+            [64, args.batch_size or default_batch_size(beam)])]  # fmt: skip
         if threads > 1 and translator.device.type == "cpu":
-            variants.append((variants[-1][0], 2))
-        for batch_size, inter_threads in variants:
-            translator.inter_threads = inter_threads
+            variants.append((translator, variants[-1][1], 2))
+        for model, batch_size, inter_threads in variants:
+            model.inter_threads = inter_threads
             start = time.perf_counter()
-            outputs = translator.translate(sources, beam=beam, batch_size=batch_size)
+            outputs = model.translate(sources, beam=beam, batch_size=batch_size)
             seconds = time.perf_counter() - start
-            pieces = sum(len(p) for p in translator.tgt_tok.encode(outputs))
+            pieces = sum(len(p) for p in model.tgt_tok.encode(outputs))
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
+                              "weights": "fp32 (reference)" if model is reference else model.precision,
                               "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds, "target_pieces_per_s": pieces / seconds,
                               "device": device_name(torch.device(args.device))}), flush=True)  # fmt: skip
