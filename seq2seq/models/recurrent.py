@@ -193,9 +193,12 @@ class Recurrent(nn.Module):
             weight, bias = _joined_lstm_weights(layer, dtype)
             H = layer.hidden_size
             gates = torch.addmm(bias, torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1), weight.t()).float()
-            i_f = torch.sigmoid(gates[:, : 2 * H])  # gate order i, f, g, o
-            c_new = torch.addcmul(i_f[:, H:] * c[0].float(), i_f[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
-            h_new = (torch.sigmoid(gates[:, 3 * H :]) * torch.tanh(c_new)).to(dtype)
+            i, f, g, o = gates.split(H, dim=1)  # gate order i, f, g, o; the nonlinearities in place
+            gates[:, : 2 * H].sigmoid_()
+            g.tanh_()
+            o.sigmoid_()
+            c_new = (f * c[0]).addcmul_(i, g)
+            h_new = torch.tanh(c_new).mul_(o).to(dtype)
             new_state.append((h_new.unsqueeze(0), c_new.to(dtype).unsqueeze(0)))
             h_in = h_new
         return h_in.unsqueeze(1), new_state
