@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import torch
 from torch import Tensor
@@ -157,15 +158,12 @@ def sample(
             alive, tokens, score, state = alive[keep], tokens[keep], score[keep], state.select(keep)
     results = [Hypothesis([], 0.0, 0.0) for _ in range(B)]
     for rows, toks, att in steps:
-        if att is None:
-            for row, tok in zip(rows.tolist(), toks.tolist()):
-                if tok != EOS:
-                    results[row].tokens.append(tok)
-            continue
-        for row, tok, weights in zip(rows.tolist(), toks.tolist(), att.float().tolist()):
+        rows_weights = repeat(None) if att is None else att.float().tolist()
+        for row, tok, weights in zip(rows.tolist(), toks.tolist(), rows_weights):
             if tok != EOS:
                 results[row].tokens.append(tok)
-            results[row].attention.append(weights)
+            if weights is not None:
+                results[row].attention.append(weights)
     for row, value in enumerate(final.tolist()):
         results[row].score = results[row].log_prob = value if scores else math.nan
     return results
