@@ -224,9 +224,11 @@ def beam_search(
         if t == 0:  # the first step ran once per sentence: now each sentence gets its K beams (only the first live)
             row_scores, row_tokens, state = row_scores.repeat_interleave(K, 0), row_tokens.repeat_interleave(K, 0), (
                 state.beams(K))  # fmt: skip
-            weights = None if weights is None else weights.repeat_interleave(K, 0)
         if attention:
-            weights = row_scores.new_zeros(row_scores.shape[0], 0) if weights is None else weights
+            if weights is None:
+                weights = row_scores.new_zeros(row_scores.shape[0], 0)
+            elif t == 0:
+                weights = weights.repeat_interleave(K, 0)
             attn_history = weights.float().unsqueeze(1) if attn_history is None else torch.cat(
                 [attn_history, weights.float().unsqueeze(1)], 1)  # fmt: skip
         W = row_scores.shape[-1]

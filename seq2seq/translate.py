@@ -69,11 +69,14 @@ def translate_stream(translator, stream, out, args, options) -> None:
     from seq2seq.translator import default_batch_size
 
     lines = read_lines(stream)
-    text_only = {"attention": False, **({"scores": False} if args.beam <= 1 else {})}  # what format_n_best prints
     while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam)) * 16)):
-        results = translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size, **options, **text_only)
-        for result in results:
-            out.write(format_n_best(result) + "\n")
+        if args.n_best == 1:  # text only: translate() keeps no attention weights, and no scores in greedy search
+            texts = translator.translate(chunk, args.beam, args.batch_size, **options)
+        else:
+            texts = map(format_n_best, translator.translate_n_best(chunk, args.beam, args.n_best, args.batch_size,
+                                                                   attention=False, **options))  # fmt: skip
+        for text in texts:
+            out.write(text + "\n")
         out.flush()
 
 
