@@ -45,6 +45,8 @@ VARIANTS = {
     "fused decoder, bahdanau, bf16": ["model.input_feeding=false", "model.attention=bahdanau", "train.precision=bf16"],
     "fused decoder, luong, bf16 (recipes/en-fr.yaml)": ["model.input_feeding=false", "model.attention=luong",
                                                         "train.precision=bf16"],
+    "context feeding (GNMT), luong, bf16": ["model.input_feeding=false", "model.context_feeding=true",
+                                            "model.attention=luong", "train.precision=bf16"],
 }  # fmt: skip
 CUDA_VARIANTS = {"fused decoder, luong, fp16": ["model.input_feeding=false", "model.attention=luong",
                                                "train.precision=fp16"]}  # fmt: skip
@@ -87,7 +89,8 @@ def train_flops(m, vocab: int, src_tokens: int, tgt_tokens: int, mean_src_len: f
     D = 2 if m.bidirectional else 1
     Ho = E if m.tie_embeddings else Hd  # attentional output size
     enc = sum(D * lstm_flops(E if i == 0 else D * He, He) for i in range(m.encoder_layers))
-    dec = sum(lstm_flops((E + (Ho if m.input_feeding else 0)) if i == 0 else Hd, Hd) for i in range(m.decoder_layers))
+    dec = lstm_flops(E + (Ho if m.input_feeding else 0), Hd)  # the first layer
+    dec += sum(lstm_flops(Hd + (D * He if m.context_feeding and i == 1 else 0), Hd) for i in range(1, m.decoder_layers))
     keys = 2 * D * He * Hd  # key projection, once per source token
     per_step_attention = 2 * mean_src_len * D * He * 2 + (2 * Hd * Hd + 3 * mean_src_len * Hd
                                                         if m.attention == "bahdanau" else 0)  # fmt: skip
@@ -107,6 +110,9 @@ def bench_train(args) -> None:
                       "threads": torch.get_num_threads()}), flush=True)  # fmt: skip
     configurations = {"LSTM-medium": []} | ({"large": LARGE} if device.type == "cuda" else {})
     variants = VARIANTS | (CUDA_VARIANTS if device.type == "cuda" else {})
+    if args.variants:  # the reference (first) always runs: the speed-ups are ratios to it
+        variants = {name: o for i, (name, o) in enumerate(variants.items())
+                    if i == 0 or any(v in name for v in args.variants)}  # fmt: skip
     for size, extra in configurations.items():
         batch_tokens = load_recipe(MEDIUM, extra).train.batch_tokens
         batches = [b for _, b in PairBatches(ids, batch_tokens, seed=1).epoch(1)][: args.steps + 3]
@@ -308,6 +314,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train")
     t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--variants", nargs="+", help="only the variants whose names contain one of these (and the reference)")
     lm = sub.add_parser("lm")
     lm.add_argument("--steps", type=int, default=60)
     both = sub.add_parser("all")

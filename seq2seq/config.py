@@ -55,6 +55,9 @@ class TranslationModelConfig:
     decoder_hidden: int = 512
     attention: Literal["bahdanau", "luong"] = "bahdanau"
     input_feeding: bool = True
+    # GNMT-style: attend from the bottom decoder layer and feed the context into the layers above; keeps the
+    # fused decoder (needs input_feeding false and decoder_layers >= 2)
+    context_feeding: bool = False
     tie_embeddings: bool = False  # target input embeddings == output projection
     share_embeddings: bool = False  # encoder and decoder embeddings are one matrix (needs tokenizer.joint)
     dropout: float = 0.3
@@ -72,6 +75,8 @@ class TranslationModelConfig:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.context_feeding and (self.input_feeding or self.decoder_layers < 2):
+            raise ConfigError("model.context_feeding needs model.input_feeding: false and model.decoder_layers >= 2")
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ def test_cross_field_checks():
         load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "tokenizer.joint=false"])
     with pytest.raises(ConfigError, match="fp16 needs train.device: cuda"):
         load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16", "train.device=cpu"])
+    with pytest.raises(ConfigError, match="context_feeding needs model.input_feeding: false"):
+        load_recipe(ROOT / "recipes/en-fr-medium.yaml", ["model.context_feeding=true"])
     # `auto` is a GPU where there is one: the recipe is valid, and train.py checks the device it resolves to
     assert load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16"]).train.device == "auto"
 

@@ -31,6 +31,8 @@ VARIANTS = [
     dict(attention="bahdanau", input_feeding=False, cell="gru"),
     dict(attention="luong", input_feeding=True, cell="peephole", share_embeddings=True),
     dict(attention="bahdanau", input_feeding=False, cell="rnn", bidirectional=False),
+    dict(attention="luong", input_feeding=False, context_feeding=True, decoder_layers=3),
+    dict(attention="bahdanau", input_feeding=False, context_feeding=True, cell="gru"),
 ]
 
 
@@ -54,6 +56,26 @@ def test_batched_greedy_equals_one_sentence_at_a_time(kw):
     for s, hyp in zip(src, batched):
         alone = search.greedy(m, pad([s]), torch.tensor([len(s)]))
         assert alone[0] == hyp
+
+
+def test_context_feeding_attends_from_the_bottom_layer_and_feeds_the_layers_above():
+    m = model(attention="luong", input_feeding=False, context_feeding=True, decoder_layers=3)
+    assert len(m.decoder.layers) == 1 and len(m.upper.layers) == 2
+    assert m.upper.layers[0].input_size == 10 + 12  # [h1_t; c_t]: decoder hidden + the biLSTM memory
+    batch = collate(sentences(3), sentences(3, seed=2))
+    with torch.no_grad():
+        state = m.encode(batch.src, batch.src_lengths)
+        emb = m.tgt_embed(batch.tgt_in)
+        h1, _ = m.decoder(emb, state.rnn[:1])
+        _, weights = m._context(h1, state)  # the query is the bottom layer's output
+        _, _, got = m._decode(emb, state)
+        torch.testing.assert_close(got, weights)
+        state = m.encode(batch.src, batch.src_lengths)
+        _, state, _ = m.decode_step(batch.tgt_in[:, 0], state)
+        assert len(state.rnn) == 3  # one state per decoder layer, bottom first
+    for bad in (dict(input_feeding=True), dict(input_feeding=False, decoder_layers=1)):
+        with pytest.raises(ValueError, match="context_feeding needs"):
+            model(context_feeding=True, **bad)
 
 
 def test_padding_does_not_change_the_loss():

@@ -6,7 +6,16 @@
              p(y_t | y_<t, x) = softmax(W_out o_t)
 
 With input feeding off, h_t does not depend on o_{t-1}, so teacher forcing runs the decoder over the whole target
-in one fused call and attends for all steps at once (`forward`'s fast path). Search uses the step contract:
+in one fused call and attends for all steps at once (`forward`'s fast path).
+
+Context feeding (GNMT, Wu et al. 2016) keeps that fast path and still lets the decoder carry what it attended to:
+the bottom decoder layer asks the query, and its context vector joins the input of the layer above,
+
+    h1_t = LSTM_1(y_{t-1}, h1_{t-1});  c_t = attention(h1_t, memory);  h_t = LSTM_2..L([h1_t; c_t], ...)
+    o_t = tanh(W [h_t; c_t])
+
+so the upper layers' recurrence sees every past context (the point of input feeding), and each part is one fused
+call over the whole target: bottom layer, attention for all steps, upper layers. Search uses the step contract:
 `encode(src, lengths) -> DecoderState`, `decode_step(tokens, state) -> (log_probs, state, attention)` and
 `state.select(index)`, `state.beams(k)`.
 """
@@ -86,12 +95,15 @@ class Seq2Seq(nn.Module):
         scheduled_sampling: str = "off",
         sampling_max: float = 0.25,
         sampling_steps: int = 4000,
+        context_feeding: bool = False,
     ) -> None:
         super().__init__()
         self.sampling = (scheduled_sampling, sampling_max, sampling_steps)
         self.step = 0  # training progress, set by the trainer through set_step(); only scheduled sampling reads it
         if share_embeddings and src_vocab != tgt_vocab:
             raise ValueError(f"share_embeddings needs one vocabulary, got {src_vocab} and {tgt_vocab} entries")
+        if context_feeding and (input_feeding or decoder_layers < 2):
+            raise ValueError("context_feeding needs input_feeding off and at least 2 decoder layers")
         self.cell, self.input_feeding, self.label_smoothing = cell, input_feeding, label_smoothing
         self.src_embed = nn.Embedding(src_vocab, embedding_size, padding_idx=PAD)
         self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab, embedding_size, padding_idx=PAD)
@@ -99,7 +111,13 @@ class Seq2Seq(nn.Module):
         memory_size = self.encoder.output_size
         self.output_size = embedding_size if tie_embeddings else decoder_hidden
         feed_size = self.output_size if input_feeding else 0
-        self.decoder = Recurrent(embedding_size + feed_size, [decoder_hidden] * decoder_layers, cell, False, dropout)
+        self.decoder_layers = decoder_layers
+        bottom = 1 if context_feeding else decoder_layers  # layers that run before the attention
+        self.decoder = Recurrent(embedding_size + feed_size, [decoder_hidden] * bottom, cell, False, dropout)
+        self.upper = (  # context feeding: the layers after the attention, which read [h1_t; c_t]
+            Recurrent(decoder_hidden + memory_size, [decoder_hidden] * (decoder_layers - 1), cell, False, dropout)
+            if context_feeding else None
+        )  # fmt: skip
         self.bridge = nn.Linear(memory_size, decoder_hidden)
         self.attention = Attention(attention, decoder_hidden, memory_size, decoder_hidden)
         self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
@@ -128,7 +146,7 @@ class Seq2Seq(nn.Module):
         layer_state = (h0, h0) if self.cell in ("lstm", "peephole") else (h0,)
         feed = memory.new_zeros(B, self.output_size) if self.input_feeding else None
         return DecoderState(
-            rnn=[layer_state] * len(self.decoder.layers),
+            rnn=[layer_state] * self.decoder_layers,
             feed=feed,
             memory=memory,
             keys=self.attention.project_keys(memory),
@@ -137,22 +155,35 @@ class Seq2Seq(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ decoder
 
-    def _attend(self, h: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """h (R, T, Hd) -> attentional output o (R, T, O), weights (R, T, S)."""
+    def _context(self, h: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        """Query h (R, T, Hd) -> context (R, T, K) in h's dtype, weights (R, T, S)."""
         if state.group > 1:  # one decoder step of `group` rows per memory entry: attend as (R / group, group, .)
             R, g = h.shape[0], state.group
             context, weights = self.attention(h.reshape(R // g, g, -1), state.keys, state.memory, state.mask)
             context, weights = context.reshape(R, 1, -1), weights.reshape(R, 1, -1)
         else:
             context, weights = self.attention(h, state.keys, state.memory, state.mask)
-        o = torch.tanh(self.combine(torch.cat([h, context.to(h.dtype)], dim=-1)))
-        return self.dropout(o), weights
+        return context.to(h.dtype), weights
+
+    def _decode(self, x: Tensor, state: DecoderState) -> tuple[Tensor, State, Tensor]:
+        """Decoder inputs x (R, T, I) from `state` on -> attentional outputs o (R, T, O), the decoder's recurrent
+        state after the last step, attention weights (R, T, S). T is the whole target in teacher forcing (without
+        input feeding) and 1 in search."""
+        if self.upper is None:
+            h, rnn = self.decoder(x, state.rnn)  # (R, T, Hd)
+            context, weights = self._context(h, state)
+        else:
+            h1, bottom = self.decoder(x, state.rnn[:1])
+            context, weights = self._context(h1, state)
+            h, upper = self.upper(torch.cat([self.dropout(h1), context], dim=-1), state.rnn[1:])
+            rnn = bottom + upper
+        o = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))
+        return self.dropout(o), rnn, weights
 
     def _step(self, emb: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
         """emb (B, E) -> o (B, O), next state, attention weights (B, S)."""
         x = emb if state.feed is None else torch.cat([emb, state.feed.to(emb.dtype)], dim=-1)
-        h, rnn = self.decoder(x.unsqueeze(1), state.rnn)  # (B, 1, Hd)
-        o, weights = self._attend(h, state)
+        o, rnn, weights = self._decode(x.unsqueeze(1), state)
         o = o.squeeze(1)
         feed = o if self.input_feeding else None
         return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask, state.group), weights.squeeze(1)
@@ -178,9 +209,8 @@ class Seq2Seq(nn.Module):
             return self._forward_sampled(src, src_lengths, tgt_in, p)
         state = self.encode(src, src_lengths)
         emb = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
-        if not self.input_feeding:  # fast path: one fused recurrent call, attention for all steps at once
-            h, _ = self.decoder(emb, state.rnn)  # (B, T, Hd)
-            o, _ = self._attend(h, state)
+        if not self.input_feeding:  # fast path: fused recurrent calls, attention for all steps at once
+            o, _, _ = self._decode(emb, state)  # (B, T, O)
         else:
             outputs = []
             for t in range(emb.shape[1]):
