@@ -46,7 +46,8 @@ class TableModel:
         logits[[PAD, BOS, UNK]] = float("-inf")
         return torch.log_softmax(logits, -1)
 
-    def decode_step(self, tokens, state: TableState):
+    def decode_step(self, tokens, state: TableState, normalize: bool = True):
+        # log-probabilities are also valid unnormalized scores (normalize=False: a constant of 0 per row)
         prefix = torch.cat([state.prefix, tokens.unsqueeze(1)], 1)
         rows = [self.log_probs_after(tuple(p)) for p in prefix.tolist()]
         return torch.stack(rows), TableState(prefix), None
@@ -91,9 +92,9 @@ class EndsNowOrNever(TableModel):
         logits[EOS] = 8.0 if len(prefix) == 1 else float("-inf")
         return torch.log_softmax(logits, -1)
 
-    def decode_step(self, tokens, state: TableState):
+    def decode_step(self, tokens, state: TableState, normalize: bool = True):
         self.steps += 1
-        return super().decode_step(tokens, state)
+        return super().decode_step(tokens, state, normalize)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
@@ -138,6 +139,42 @@ def test_greedy_without_scores_asks_for_logits_and_picks_the_same_tokens():
     logits, _, _ = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]), normalize=False)
     log_probs, _, _ = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]))
     torch.testing.assert_close(torch.log_softmax(logits.float(), -1), log_probs)
+
+
+class AlwaysNormalized:
+    """A model that ignores normalize=False: beam search then ranks and scores by the full log-softmax."""
+
+    def __init__(self, m) -> None:
+        self.m = m
+
+    def encode(self, src, src_lengths):
+        return self.m.encode(src, src_lengths)
+
+    def decode_step(self, tokens, state, normalize: bool = True):
+        return self.m.decode_step(tokens, state)
+
+
+def test_beam_search_on_logits_equals_beam_search_on_log_probabilities():
+    # float32: the same hypotheses and scores (in bfloat16 the normalizer's precision is test_log_normalizer's)
+    m = model(**VARIANTS[1])
+    src = sentences(6, seed=5)
+    lengths = torch.tensor([len(s) for s in src])
+    fast = search.beam_search(m, pad(src), lengths, beam_size=4, n_best=2)
+    full = search.beam_search(AlwaysNormalized(m), pad(src), lengths, beam_size=4, n_best=2)
+    assert [[h.tokens for h in hyps] for hyps in fast] == [[h.tokens for h in hyps] for hyps in full]
+    for a, b in zip(fast, full):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+def test_log_normalizer_is_logsumexp():
+    logits = torch.randn(7, 1000) * 4
+    logits[0, :500] = float("-inf")
+    logits[1] = 0.0  # flat: the top entry's log-probability is log(1/1000)
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 0.02)):
+        x = logits.to(dtype)
+        got = search.log_normalizer(x, x.float().argmax(-1, keepdim=True))
+        assert got.dtype == torch.float32 and got.shape == (7, 1)
+        torch.testing.assert_close(got.squeeze(1), torch.logsumexp(x.float(), -1), rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("kw", VARIANTS[:3])
