@@ -272,15 +272,18 @@ def bench_decode(args) -> None:
     d = translator.recipe.data
     sources = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang)["src"]
     translator.translate(sources[:64])  # warm-up
-    # the reference: the same model and search in float32 (no bf16 weights, no autocast)
-    reference = Translator.from_run(args.run_dir, device=args.device, precision="fp32")
+    # the reference: the same model and search in float32 (no bf16 weights, no autocast), over the whole vocabulary
+    reference = Translator.from_run(args.run_dir, device=args.device, precision="fp32", shortlist=False)
     reference.translate(sources[:64])  # warm-up
+    full = Translator.from_run(args.run_dir, device=args.device, shortlist=False)  # ours without the shortlist
+    full.translate(sources[:64])
     threads = torch.get_num_threads()
     for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
         # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
         # at a time (--inter-threads 2)
         variants = [(reference, 64, 1)] + [(translator, batch_size, 1) for batch_size in dict.fromkeys(
             [64, args.batch_size or default_batch_size(beam)])]  # fmt: skip
+        variants.append((full, variants[-1][1], 1))
         if threads > 1 and translator.device.type == "cpu":
             variants.append((translator, variants[-1][1], 2))
         for model, batch_size, inter_threads in variants:
@@ -293,6 +296,7 @@ def bench_decode(args) -> None:
             pieces = sum(len(p) for p in model.tgt_tok.encode(outputs))
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
                               "weights": "fp32 (reference)" if model is reference else model.precision,
+                              "shortlist": getattr(model.model, "output_ids", None) is not None,
                               "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds[0], "target_pieces_per_s": pieces / seconds[0],
                               "second_pass_sentences_per_s": len(sources) / seconds[1],

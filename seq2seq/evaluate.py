@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inter-threads", type=at_least_one, default=1,
                         help="CPU: batches decoded at once, each on an equal share of the threads")
+    parser.add_argument("--full-vocabulary", action="store_true",
+                        help="score every target piece, not only those seen in training (the default shortlist)")
     parser.add_argument("--lowercase-tokenized", action="store_true",
                         help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")
     parser.add_argument("--output", type=Path, help="where to write the translations")
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.data.parallel import load_parallel
         from seq2seq.metrics import all_scores
 
-        translator = load_for_inference(args.run_dirs, args.checkpoint, args.device, inter_threads=args.inter_threads)
+        translator = load_for_inference(args.run_dirs, args.checkpoint, args.device, inter_threads=args.inter_threads,
+                                        shortlist=not args.full_vocabulary)  # fmt: skip
         d = translator.recipe.data
         table = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang, d.hub_config)
         options = {"alpha": args.alpha} if beam > 1 else {}

@@ -5,7 +5,8 @@ language models all decode here:
     state = model.encode(src, src_lengths)
     log_probs, state, attention = model.decode_step(tokens, state)     # log_probs (B, V), attention (B, S)
     logits, state, attention = model.decode_step(tokens, state, normalize=False)   # the log-probabilities up to
-                        # a constant per row (logits): for greedy search without scores and beam search's top-k
+                        # a constant per row (logits): for greedy search without scores and beam search's top-k;
+                        # a model with a shortlist `model.output_ids` (V',) returns the logits of those pieces (B, V')
     state = state.select(index)
     state = state.beams(k)       # k copies of each row, side by side: beam search's starting state
 """
@@ -75,6 +76,12 @@ def topk_rows(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     candidates = scores.gather(1, index).float()  # float32: reductions over bfloat16 are slow on the CPU
     values, pick = candidates.max(-1, keepdim=True) if k == 1 else candidates.topk(k, dim=-1)
     return values.to(scores.dtype), index.gather(1, pick)
+
+
+def _piece_ids(model, columns: Tensor) -> Tensor:
+    """Columns of decode_step(..., normalize=False)'s logits -> piece ids (the same, without a shortlist)."""
+    ids = getattr(model, "output_ids", None)
+    return columns if ids is None else ids.to(columns.device)[columns]
 
 
 def log_normalizer(logits: Tensor, top: Tensor) -> Tensor:
@@ -150,14 +157,15 @@ def sample(
     final = torch.zeros(B, device=src.device)
     t = 0
     while alive.numel() > 0:
-        if scores or temperature > 0:
-            log_probs, state, weights = model.decode_step(tokens, state)
-        else:
-            log_probs, state, weights = model.decode_step(tokens, state, normalize=False)
+        logits_only = not scores and temperature <= 0 and t >= min_length and not ban_unk
+        log_probs, state, weights = model.decode_step(tokens, state, normalize=not logits_only)
         if attention and weights is None:
             weights = log_probs.new_zeros(log_probs.shape[0], 0)
-        log_probs = _mask(log_probs, t, min_length, ban_unk)
+        if not logits_only:
+            log_probs = _mask(log_probs, t, min_length, ban_unk)
         tokens, token_log_prob = _pick(log_probs, temperature, top_k, top_p, generator)
+        if logits_only:
+            tokens = _piece_ids(model, tokens)
         score = score + token_log_prob
         steps.append((alive, tokens, weights if attention else None))
         t += 1
@@ -236,6 +244,7 @@ def beam_search(
         else:  # logits and log-probabilities rank alike: top-k on the logits, then normalize only those W
             row_scores, row_tokens = topk_rows(scores_t, width)
             row_scores = row_scores.float() - log_normalizer(scores_t, row_tokens[:, :1])
+            row_tokens = _piece_ids(model, row_tokens)
         active = sentence.numel()
         if t == 0:  # the first step ran once per sentence: now each sentence gets its K beams (only the first live)
             row_scores, row_tokens, state = row_scores.repeat_interleave(K, 0), row_tokens.repeat_interleave(K, 0), (

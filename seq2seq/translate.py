@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--inter-threads", type=at_least_one, default=1,
                    help="CPU: batches decoded at once, each on an equal share of the threads")
+    p.add_argument("--full-vocabulary", action="store_true", help="score every target piece, not only those seen "
+                   "in training (the shortlist, which is faster; scores are then normalized over it)")
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
     p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
     return p.parse_args(argv)
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.translator import Translator
 
         extra = {"max_len_ratio": args.max_len_ratio} if args.max_len_ratio else {}
-        extra["inter_threads"] = args.inter_threads
+        extra.update(inter_threads=args.inter_threads, shortlist=not args.full_vocabulary)
         translator = Translator.from_run(args.run_dirs, args.checkpoint, args.device, **extra)
         if not args.input and sys.stdin.isatty():
             interactive(translator, args, options)

@@ -14,7 +14,7 @@ from seq2seq import search
 from seq2seq.data.batching import pad
 from seq2seq.tokenizer import BOS, EOS, PAD, UNK
 
-from .test_seq2seq import VARIANTS, model, sentences
+from .test_seq2seq import VARIANTS, V, model, sentences
 
 
 @dataclass
@@ -164,6 +164,29 @@ def test_beam_search_on_logits_equals_beam_search_on_log_probabilities():
     assert [[h.tokens for h in hyps] for hyps in fast] == [[h.tokens for h in hyps] for hyps in full]
     for a, b in zip(fast, full):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+def test_search_with_a_shortlist_maps_its_columns_back_to_pieces():
+    m = model(**VARIANTS[1])
+    src = sentences(6, seed=6)
+    lengths = torch.tensor([len(s) for s in src])
+
+    def decode():
+        return (search.sample(m, pad(src), lengths, scores=False),
+                search.beam_search(m, pad(src), lengths, beam_size=3, n_best=2))  # fmt: skip
+
+    greedy, beams = decode()
+    m.output_ids = torch.arange(V).flip(0)  # every piece, in another order: the same search
+    greedy_all, beams_all = decode()
+    assert [h.tokens for h in greedy_all] == [h.tokens for h in greedy]
+    assert [[h.tokens for h in b] for b in beams_all] == [[h.tokens for h in b] for b in beams]
+    assert [h.score for b in beams_all for h in b] == pytest.approx([h.score for b in beams for h in b], abs=1e-5)
+    m.output_ids = torch.tensor([EOS, *range(4, V, 2)])
+    allowed = set(m.output_ids.tolist())
+    greedy_some, beams_some = decode()
+    assert all(set(h.tokens) <= allowed for h in greedy_some)
+    assert all(set(h.tokens) <= allowed for b in beams_some for h in b)
+    assert any(set(h.tokens) - allowed for h in greedy)  # without the shortlist, other pieces did come out
 
 
 def test_log_normalizer_is_logsumexp():

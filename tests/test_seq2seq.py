@@ -78,6 +78,23 @@ def test_context_feeding_attends_from_the_bottom_layer_and_feeds_the_layers_abov
             model(context_feeding=True, **bad)
 
 
+def test_a_shortlist_gives_the_logits_of_its_pieces_and_leaves_log_probabilities_whole():
+    m = model(attention="luong", input_feeding=False)
+    batch = collate(sentences(3), sentences(3, seed=2))
+    ids = torch.tensor([3, 5, 8, 9, 16])
+    with torch.no_grad():
+        state = m.encode(batch.src, batch.src_lengths)
+        full, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
+        m.output_ids = ids
+        short, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
+        log_probs, _, _ = m.decode_step(batch.tgt_in[:, 0], state)
+        m.generator.weight.mul_(2)  # the rows kept for the shortlist follow an update of the weights
+        doubled, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
+    torch.testing.assert_close(short, full[:, ids])
+    torch.testing.assert_close(log_probs, torch.log_softmax(full, -1))
+    torch.testing.assert_close(doubled, 2 * short)
+
+
 def test_padding_does_not_change_the_loss():
     m = model()
     src, tgt = sentences(5), sentences(5, seed=3)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 
 from seq2seq import checkpoint
@@ -15,7 +17,7 @@ from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
 from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.tokenizer import EOS, Tokenizer
 from seq2seq.trainer import Trainer
 from seq2seq.translator import Translator
 
@@ -75,7 +77,8 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
         cfg=t,
         run_dir=run_dir,
         device=device,
-        extra={"recipe": recipe.to_dict(), "tokenizers": {"src": src_tok.proto, "tgt": tgt_tok.proto}},
+        extra={"recipe": recipe.to_dict(), "tokenizers": {"src": src_tok.proto, "tgt": tgt_tok.proto},
+               "target_pieces": target_pieces(train_ids)},  # fmt: skip
         is_main=rank == 0,
     )
     if resume:
@@ -109,6 +112,13 @@ def translation_evaluator(sources, references, valid_ids, src_tok, tgt_tok, reci
     return evaluate
 
 
+def target_pieces(table: datasets.Dataset) -> list[int]:
+    """The output shortlist of a model trained on `table` (tokenized): the sorted ids of the pieces that occur on
+    its target side, and EOS. A piece never seen as a target only ever had its probability pushed down."""
+    ids = np.fromiter(itertools.chain.from_iterable(table["tgt_ids"]), dtype=np.int64)
+    return np.union1d(ids, [EOS]).tolist()
+
+
 def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
     protos = payload["tokenizers"]
     src = Tokenizer(protos["src"])
@@ -116,9 +126,14 @@ def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
 
 
 def load_for_inference(
-    run_dirs: str | Path | list, which: str = "best", device: str = "auto", precision: str | None = None, **kwargs
+    run_dirs: str | Path | list, which: str = "best", device: str = "auto", precision: str | None = None,
+    shortlist: bool = True, **kwargs,
 ) -> Translator:
-    """A Translator for one run directory, or an ensemble for several that share the target vocabulary."""
+    """A Translator for one run directory, or an ensemble for several that share the target vocabulary.
+
+    shortlist: search scores only the target pieces seen in training (one model; `Seq2Seq.output_ids`), from the
+    checkpoint or, for checkpoints written before it kept them, the run directory's tokenized training data. Scores
+    are then normalized over those pieces. False: the whole vocabulary."""
     paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     torch_device = resolve_device(device)
     models, first = [], None
@@ -132,6 +147,9 @@ def load_for_inference(
             raise checkpoint.CheckpointError(f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble")
         model = build_model(recipe, len(src_tok), len(tgt_tok))
         model.load_state_dict(payload["model"])
+        if shortlist and len(paths) == 1:
+            pieces = payload.get("target_pieces") or _cached_target_pieces(Path(path), recipe)
+            model.output_ids = None if pieces is None else torch.tensor(pieces, device=torch_device)
         models.append(model.to(torch_device))
     recipe, src_tok, tgt_tok = first
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
@@ -140,3 +158,9 @@ def load_for_inference(
         models = [m.to(LOW_PRECISION[precision]) for m in models]
     model = models[0] if len(models) == 1 else Ensemble(models)
     return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)
+
+
+def _cached_target_pieces(path: Path, recipe: Recipe) -> list[int] | None:
+    """target_pieces from the tokenized training data that a run directory keeps in cache/, if it is there."""
+    cache = (path if path.is_dir() else path.parent) / "cache" / f"{recipe.data.train_split}.arrow"
+    return target_pieces(datasets.Dataset.from_file(str(cache))) if cache.is_file() else None

@@ -123,6 +123,9 @@ class Seq2Seq(nn.Module):
         self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
         self.generator = nn.Linear(self.output_size, tgt_vocab, bias=False)
         self.dropout = Dropout(dropout)
+        # Output shortlist for search (set by load_for_inference from the checkpoint): the target pieces seen in
+        # training. decode_step(..., normalize=False) then returns logits over these columns only.
+        self.output_ids: Tensor | None = None
         for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # ordered: a set would make init random
             nn.init.uniform_(emb.weight, -0.1, 0.1)
             emb.weight.data[PAD].zero_()
@@ -236,10 +239,23 @@ class Seq2Seq(nn.Module):
         self, tokens: Tensor, state: DecoderState, normalize: bool = True
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S).
-        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer)."""
+        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer); with a
+        shortlist (`output_ids`, len V'), the logits of those pieces only (B, V'): column j is piece output_ids[j]."""
         o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
+        if not normalize and self.output_ids is not None:
+            return F.linear(o, self._shortlist_weight()), state, weights
         logits = self.generator(o)
         return (F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits), state, weights
+
+    def _shortlist_weight(self) -> Tensor:
+        """The output layer's rows of `output_ids`, kept while the weights and the shortlist are unchanged."""
+        weight, ids = self.generator.weight, self.output_ids
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, ids.data_ptr(), ids.numel())
+        cached = getattr(self, "_shortlist", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = self._shortlist = (key, weight.index_select(0, ids.to(weight.device)))
+        return cached[1]
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
         """Summed token NLL (label-smoothed in training) and the number of target tokens."""
