@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int,
                         help="sentences per batch (default: 256 greedy, 512 / beam size)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--inter-threads", type=at_least_one, default=1,
-                        help="CPU: batches decoded at once, each on an equal share of the threads")
+    parser.add_argument("--inter-threads", type=at_least_one, default=None,
+                        help="CPU: batches decoded at once, each on an equal share of the threads "
+                        "(default: 2 for beam search with 2 or more threads, else 1)")
     parser.add_argument("--full-vocabulary", action="store_true",
                         help="score every target piece, not only those seen in training (the default shortlist)")
     parser.add_argument("--lowercase-tokenized", action="store_true",

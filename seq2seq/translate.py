@@ -42,8 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ban-unk", action="store_true", help="never output the unknown token")
     p.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 greedy, 512 / beam size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--inter-threads", type=at_least_one, default=1,
-                   help="CPU: batches decoded at once, each on an equal share of the threads")
+    p.add_argument("--inter-threads", type=at_least_one, default=None,
+                   help="CPU: batches decoded at once, each on an equal share of the threads "
+                   "(default: 2 for beam search with 2 or more threads, else 1)")
     p.add_argument("--full-vocabulary", action="store_true", help="score every target piece, not only those seen "
                    "in training (the shortlist, which is faster; scores are then normalized over it)")
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")

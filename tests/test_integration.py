@@ -14,7 +14,7 @@ from seq2seq.build import build_training, load_for_inference
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
 from seq2seq.tokenizer import EOS, Tokenizer
-from seq2seq.translator import Translator
+from seq2seq.translator import Translator, auto_inter_threads
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe
 
@@ -45,7 +45,7 @@ def test_translator_api_n_best_and_attention(toy_run):
 
 def test_inter_threads_decode_batches_at_once_with_the_same_results(toy_run, toy_data):
     sources = load_parallel("multi30k", "test_2016_flickr", "en", "fr")["src"][:60]
-    serial = Translator.from_run(toy_run, device="cpu")
+    serial = Translator.from_run(toy_run, device="cpu", inter_threads=1)
     parallel = Translator.from_run(toy_run, device="cpu", inter_threads=2)
     threads = torch.get_num_threads()
     for beam in (1, 3):
@@ -56,6 +56,15 @@ def test_inter_threads_decode_batches_at_once_with_the_same_results(toy_run, toy
     assert torch.get_num_threads() == threads  # the caller's setting is back
     with pytest.raises(ValueError, match="inter_threads"):
         Translator.from_run(toy_run, device="cpu", inter_threads=0)
+    # the default: two batches at once for beam search when there are threads to share, one for greedy search
+    assert Translator.from_run(toy_run, device="cpu").inter_threads is None
+    cpu = torch.device("cpu")
+    assert auto_inter_threads(1, cpu) == 1 and auto_inter_threads(5, cpu) == (2 if threads >= 2 else 1)
+    torch.set_num_threads(1)
+    try:
+        assert auto_inter_threads(5, cpu) == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_shortlist_is_the_target_side_of_training_and_only_its_pieces_come_out(toy_run, toy_data, tmp_path):
