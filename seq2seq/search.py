@@ -5,8 +5,10 @@ language models all decode here:
     state = model.encode(src, src_lengths)
     log_probs, state, attention = model.decode_step(tokens, state)     # log_probs (B, V), attention (B, S)
     logits, state, attention = model.decode_step(tokens, state, normalize=False)   # the log-probabilities up to
-                        # a constant per row (logits): for greedy search without scores and beam search's top-k;
-                        # a model with a shortlist `model.output_ids` (V',) returns the logits of those pieces (B, V')
+                        # a constant per row (logits): for greedy search without scores and beam search's top-k
+    logits, state, attention = model.decode_step(tokens, state, normalize=False, shortlist=True)  # only asked of a
+                        # model with a shortlist `model.output_ids` (V',): the logits of those pieces (B, V'), for
+                        # greedy search without scores
     state = state.select(index)
     state = state.beams(k)       # k copies of each row, side by side: beam search's starting state
 """
@@ -79,7 +81,7 @@ def topk_rows(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def _piece_ids(model, columns: Tensor) -> Tensor:
-    """Columns of decode_step(..., normalize=False)'s logits -> piece ids (the same, without a shortlist)."""
+    """Columns of decode_step(..., shortlist=True)'s logits -> piece ids (the same, without a shortlist)."""
     ids = getattr(model, "output_ids", None)
     return columns if ids is None else ids.to(columns.device)[columns]
 
@@ -158,7 +160,10 @@ def sample(
     t = 0
     while alive.numel() > 0:
         logits_only = not scores and temperature <= 0 and t >= min_length and not ban_unk
-        log_probs, state, weights = model.decode_step(tokens, state, normalize=not logits_only)
+        if logits_only and getattr(model, "output_ids", None) is not None:  # an argmax: the shortlist is enough
+            log_probs, state, weights = model.decode_step(tokens, state, normalize=False, shortlist=True)
+        else:
+            log_probs, state, weights = model.decode_step(tokens, state, normalize=not logits_only)
         if attention and weights is None:
             weights = log_probs.new_zeros(log_probs.shape[0], 0)
         if not logits_only:
@@ -244,7 +249,6 @@ def beam_search(
         else:  # logits and log-probabilities rank alike: top-k on the logits, then normalize only those W
             row_scores, row_tokens = topk_rows(scores_t, width)
             row_scores = row_scores.float() - log_normalizer(scores_t, row_tokens[:, :1])
-            row_tokens = _piece_ids(model, row_tokens)
         active = sentence.numel()
         if t == 0:  # the first step ran once per sentence: now each sentence gets its K beams (only the first live)
             row_scores, row_tokens, state = row_scores.repeat_interleave(K, 0), row_tokens.repeat_interleave(K, 0), (

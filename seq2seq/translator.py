@@ -48,7 +48,7 @@ def default_batch_size(beam: int) -> int:
 
 def auto_inter_threads(beam: int, device: torch.device) -> int:
     """Batches decoded at once by default: 2 for beam search on a CPU with 2 or more threads (beam 5 on Multi30k,
-    2 threads: 397-414 against 341-353 sentences/s one batch at a time), else 1 (greedy search gains nothing)."""
+    2 threads: 363-387 against 308-326 sentences/s one batch at a time), else 1 (greedy search gains nothing)."""
     return 2 if beam > 1 and device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
 

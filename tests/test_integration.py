@@ -67,18 +67,19 @@ def test_inter_threads_decode_batches_at_once_with_the_same_results(toy_run, toy
         torch.set_num_threads(threads)
 
 
-def test_the_shortlist_is_the_target_side_of_training_and_only_its_pieces_come_out(toy_run, toy_data, tmp_path):
+def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to_it(toy_run, toy_data, tmp_path):
     payload = torch.load(toy_run / "best.pt", weights_only=False)
     pieces = payload["target_pieces"]
     assert pieces == sorted(set(pieces)) and EOS in pieces
     short, full = Translator.from_run(toy_run, device="cpu"), Translator.from_run(toy_run, device="cpu", shortlist=False)
     assert short.model.output_ids.tolist() == pieces and full.model.output_ids is None
     sources = load_parallel("multi30k", "test_2016_flickr", "en", "fr")["src"][:40]
-    for beam in (1, 4):
-        got = [h[0] for h in short.translate_n_best(sources, beam=beam, attention=False)]
-        allowed = {short.tgt_tok.sp.id_to_piece(i) for i in pieces}
-        assert all(set(t.tgt_pieces) <= allowed for t in got)
-        assert [t.text for t in got] == full.translate(sources, beam=beam)  # the unseen pieces never win here
+    got = short.translate(sources)  # greedy: the argmax over the shortlist
+    allowed = {short.tgt_tok.sp.id_to_piece(i) for i in pieces}
+    assert all(set(short.tgt_tok.pieces(line)) <= allowed for line in got)
+    assert got == full.translate(sources)  # the unseen pieces never win here
+    beam = short.translate_n_best(sources, beam=4, attention=False)  # beam search scores every piece
+    assert [t[0].score for t in beam] == [t[0].score for t in full.translate_n_best(sources, beam=4, attention=False)]
     src_only = sorted(set(range(len(short.tgt_tok))) - set(pieces))
     assert src_only and all(short.tgt_tok.sp.id_to_piece(i)[1:2] in ("", "s") for i in src_only[-5:])  # source words
     # a checkpoint from before the shortlist was kept: it comes from the run directory's tokenized training data
@@ -89,7 +90,7 @@ def test_the_shortlist_is_the_target_side_of_training_and_only_its_pieces_come_o
 
 
 def test_ensemble_of_one_model_twice_equals_the_model(toy_run, tmp_path):
-    single = Translator.from_run(toy_run, device="cpu", shortlist=False)  # an ensemble scores the whole vocabulary
+    single = Translator.from_run(toy_run, device="cpu")
     double = Translator.from_run([toy_run, toy_run], device="cpu")
     src = ["sa sb sc sd .", "st sk sa ."]
     for beam in (1, 3):

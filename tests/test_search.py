@@ -166,7 +166,7 @@ def test_beam_search_on_logits_equals_beam_search_on_log_probabilities():
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
 
 
-def test_search_with_a_shortlist_maps_its_columns_back_to_pieces():
+def test_greedy_search_takes_its_argmax_over_the_shortlist_and_beam_search_over_every_piece():
     m = model(**VARIANTS[1])
     src = sentences(6, seed=6)
     lengths = torch.tensor([len(s) for s in src])
@@ -177,16 +177,16 @@ def test_search_with_a_shortlist_maps_its_columns_back_to_pieces():
 
     greedy, beams = decode()
     m.output_ids = torch.arange(V).flip(0)  # every piece, in another order: the same search
-    greedy_all, beams_all = decode()
+    greedy_all, _ = decode()
     assert [h.tokens for h in greedy_all] == [h.tokens for h in greedy]
-    assert [[h.tokens for h in b] for b in beams_all] == [[h.tokens for h in b] for b in beams]
-    assert [h.score for b in beams_all for h in b] == pytest.approx([h.score for b in beams for h in b], abs=1e-5)
     m.output_ids = torch.tensor([EOS, *range(4, V, 2)])
     allowed = set(m.output_ids.tolist())
     greedy_some, beams_some = decode()
     assert all(set(h.tokens) <= allowed for h in greedy_some)
-    assert all(set(h.tokens) <= allowed for b in beams_some for h in b)
     assert any(set(h.tokens) - allowed for h in greedy)  # without the shortlist, other pieces did come out
+    # beam search scores need the normalizer over every piece: it does not use the shortlist
+    assert [[h.tokens for h in b] for b in beams_some] == [[h.tokens for h in b] for b in beams]
+    assert [h.score for b in beams_some for h in b] == [h.score for b in beams for h in b]
 
 
 def test_log_normalizer_is_logsumexp():

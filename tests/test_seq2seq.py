@@ -78,7 +78,7 @@ def test_context_feeding_attends_from_the_bottom_layer_and_feeds_the_layers_abov
             model(context_feeding=True, **bad)
 
 
-def test_a_shortlist_gives_the_logits_of_its_pieces_and_leaves_log_probabilities_whole():
+def test_a_shortlist_gives_the_logits_of_its_pieces_only_when_asked():
     m = model(attention="luong", input_feeding=False)
     batch = collate(sentences(3), sentences(3, seed=2))
     ids = torch.tensor([3, 5, 8, 9, 16])
@@ -86,11 +86,13 @@ def test_a_shortlist_gives_the_logits_of_its_pieces_and_leaves_log_probabilities
         state = m.encode(batch.src, batch.src_lengths)
         full, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
         m.output_ids = ids
-        short, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
-        log_probs, _, _ = m.decode_step(batch.tgt_in[:, 0], state)
+        short, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False, shortlist=True)
+        unasked, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
+        log_probs, _, _ = m.decode_step(batch.tgt_in[:, 0], state, shortlist=True)
         m.generator.weight.mul_(2)  # the rows kept for the shortlist follow an update of the weights
-        doubled, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
+        doubled, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False, shortlist=True)
     torch.testing.assert_close(short, full[:, ids])
+    torch.testing.assert_close(unasked, full)
     torch.testing.assert_close(log_probs, torch.log_softmax(full, -1))
     torch.testing.assert_close(doubled, 2 * short)
 

@@ -123,8 +123,8 @@ class Seq2Seq(nn.Module):
         self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
         self.generator = nn.Linear(self.output_size, tgt_vocab, bias=False)
         self.dropout = Dropout(dropout)
-        # Output shortlist for search (set by load_for_inference from the checkpoint): the target pieces seen in
-        # training. decode_step(..., normalize=False) then returns logits over these columns only.
+        # Output shortlist for greedy search (set by load_for_inference from the checkpoint): the target pieces seen
+        # in training. decode_step(..., normalize=False, shortlist=True) returns logits over these columns only.
         self.output_ids: Tensor | None = None
         for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # ordered: a set would make init random
             nn.init.uniform_(emb.weight, -0.1, 0.1)
@@ -236,13 +236,14 @@ class Seq2Seq(nn.Module):
         return torch.stack(logits, dim=1)
 
     def decode_step(
-        self, tokens: Tensor, state: DecoderState, normalize: bool = True
+        self, tokens: Tensor, state: DecoderState, normalize: bool = True, shortlist: bool = False
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S).
-        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer); with a
-        shortlist (`output_ids`, len V'), the logits of those pieces only (B, V'): column j is piece output_ids[j]."""
+        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer).
+        shortlist=True (with normalize=False and `output_ids` set, len V'): the logits of those pieces only (B, V'),
+        column j being piece output_ids[j]; for an argmax, not for scores (their normalizer needs every piece)."""
         o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
-        if not normalize and self.output_ids is not None:
+        if shortlist and not normalize and self.output_ids is not None:
             return F.linear(o, self._shortlist_weight()), state, weights
         logits = self.generator(o)
         return (F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits), state, weights
