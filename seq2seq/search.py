@@ -80,12 +80,6 @@ def topk_rows(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values.to(scores.dtype), index.gather(1, pick)
 
 
-def _piece_ids(model, columns: Tensor) -> Tensor:
-    """Columns of decode_step(..., shortlist=True)'s logits -> piece ids (the same, without a shortlist)."""
-    ids = getattr(model, "output_ids", None)
-    return columns if ids is None else ids.to(columns.device)[columns]
-
-
 def log_normalizer(logits: Tensor, top: Tensor) -> Tensor:
     """log sum_v exp(logits[:, v]) per row (R, 1), in float32, as the logit minus the log-probability of the entry
     `top` (R, 1) of each row (its largest). For bfloat16 logits, one fused bf16 log-softmax pass: half the time of a
@@ -160,7 +154,8 @@ def sample(
     t = 0
     while alive.numel() > 0:
         logits_only = not scores and temperature <= 0 and t >= min_length and not ban_unk
-        if logits_only and getattr(model, "output_ids", None) is not None:  # an argmax: the shortlist is enough
+        shortlisted = logits_only and getattr(model, "output_ids", None) is not None  # an argmax: the shortlist will do
+        if shortlisted:
             log_probs, state, weights = model.decode_step(tokens, state, normalize=False, shortlist=True)
         else:
             log_probs, state, weights = model.decode_step(tokens, state, normalize=not logits_only)
@@ -169,8 +164,8 @@ def sample(
         if not logits_only:
             log_probs = _mask(log_probs, t, min_length, ban_unk)
         tokens, token_log_prob = _pick(log_probs, temperature, top_k, top_p, generator)
-        if logits_only:
-            tokens = _piece_ids(model, tokens)
+        if shortlisted:  # columns of the shortlist -> piece ids
+            tokens = model.output_ids[tokens]
         score = score + token_log_prob
         steps.append((alive, tokens, weights if attention else None))
         t += 1
