@@ -78,6 +78,61 @@ def test_context_feeding_attends_from_the_bottom_layer_and_feeds_the_layers_abov
             model(context_feeding=True, **bad)
 
 
+def _outputs_and_gradients(m: Seq2Seq, batch, precision: torch.dtype | None = None):
+    m.zero_grad()
+    with torch.autocast("cpu", dtype=precision or torch.float32, enabled=precision is not None):
+        logits = m(batch.src, batch.src_lengths, batch.tgt_in)
+    logits.float().sin().sum().backward()  # a loss whose gradient differs at every output
+    return logits.detach().float(), {name: p.grad.clone() for name, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("attention", ["luong", "bahdanau"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_unrolled_input_feeding_loop_trains_like_the_plain_loop(attention, layers):
+    """UnrolledLSTM, the deferred weight gradients and Luong attention's hand-written backward against a loop of
+    the fused layers and autograd: same logits and parameter gradients (float32), close ones under bf16."""
+    m = model(attention=attention, input_feeding=True, decoder_layers=layers).train()
+    batch = collate(sentences(5), sentences(5, hi=9, seed=2))
+    results = {}
+    for unrolled in (True, False):
+        m.unrolled = unrolled
+        results[unrolled] = _outputs_and_gradients(m, batch), _outputs_and_gradients(m, batch, torch.bfloat16)
+    (fast, fast_bf16), (plain, plain_bf16) = results[True], results[False]
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-6)
+    assert fast[1].keys() == plain[1].keys()
+    for name, grad in plain[1].items():
+        torch.testing.assert_close(fast[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(fast_bf16[0], plain_bf16[0], rtol=0.05, atol=0.02)
+    # bf16 rounding in a different order: within 5% of each gradient's largest entry, plus 0.1% of the largest
+    # entry of all (Bahdanau's query projection starts with gradients ~1e-7, below bf16's resolution of the rest)
+    largest = max(grad.abs().max().item() for grad in plain_bf16[1].values())
+    for name, grad in plain_bf16[1].items():
+        error = (fast_bf16[1][name] - grad).abs().max().item()
+        assert error <= 0.05 * grad.abs().max().item() + 1e-3 * largest, name
+
+
+def test_unrolled_loop_trains_like_the_plain_loop_with_dropout():
+    """Dropout between layers and on the attentional output, in the plain loop's order (the same random draws),
+    and Adam steps on the deferred weight gradients: the same loss trajectory, and it falls."""
+    trajectories = []
+    for unrolled in (True, False):
+        m = model(attention="luong", input_feeding=True, dropout=0.2, decoder_hidden=32).train()
+        m.unrolled = unrolled
+        batch = collate(sentences(8), sentences(8, seed=2))
+        opt = torch.optim.Adam(m.parameters(), lr=0.01)
+        losses = []
+        for _ in range(40):
+            loss, n = m.loss(batch)
+            opt.zero_grad()
+            (loss / n).backward()
+            opt.step()
+            losses.append(loss.item() / n)
+        trajectories.append(losses)
+    fast, plain = trajectories
+    assert fast == pytest.approx(plain, rel=1e-4)
+    assert fast[-1] < 0.6 * fast[0]
+
+
 def test_a_shortlist_gives_the_logits_of_its_pieces_only_when_asked():
     m = model(attention="luong", input_feeding=False)
     batch = collate(sentences(3), sentences(3, seed=2))

@@ -6,7 +6,8 @@
              p(y_t | y_<t, x) = softmax(W_out o_t)
 
 With input feeding off, h_t does not depend on o_{t-1}, so teacher forcing runs the decoder over the whole target
-in one fused call and attends for all steps at once (`forward`'s fast path).
+in one fused call and attends for all steps at once (`forward`'s fast path). With input feeding on, LSTM decoders
+train on an unrolled loop whose weight gradients are formed once for all steps (`seq2seq/models/unrolled.py`).
 
 Context feeding (GNMT, Wu et al. 2016) keeps that fast path and still lets the decoder carry what it attended to:
 the bottom decoder layer asks the query, and its context vector joins the input of the layer above,
@@ -33,6 +34,7 @@ from seq2seq.data.batching import Batch
 from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
 from seq2seq.models.recurrent import Dropout, Recurrent, State, select_state
+from seq2seq.models.unrolled import BahdanauSteps, LinearSteps, LuongSteps, UnrolledLSTM
 from seq2seq.tokenizer import PAD
 
 
@@ -126,6 +128,9 @@ class Seq2Seq(nn.Module):
         # Output shortlist for greedy search (set by load_for_inference from the checkpoint): the target pieces seen
         # in training. decode_step(..., normalize=False, shortlist=True) returns logits over these columns only.
         self.output_ids: Tensor | None = None
+        # Teacher forcing with input feeding runs LSTM layers on UnrolledLSTM; False: a call of the fused layers per
+        # step (the benchmark's plain reference, and a check of the unrolled loop in the tests)
+        self.unrolled = True
         for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # ordered: a set would make init random
             nn.init.uniform_(emb.weight, -0.1, 0.1)
             emb.weight.data[PAD].zero_()
@@ -214,6 +219,8 @@ class Seq2Seq(nn.Module):
         emb = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         if not self.input_feeding:  # fast path: fused recurrent calls, attention for all steps at once
             o, _, _ = self._decode(emb, state)  # (B, T, O)
+        elif self.cell == "lstm" and self.unrolled:
+            o = self._input_feeding_loop(emb, state)
         else:
             outputs = []
             for t in range(emb.shape[1]):
@@ -221,6 +228,24 @@ class Seq2Seq(nn.Module):
                 outputs.append(o_t)
             o = torch.stack(outputs, dim=1)  # (B, T, O)
         return self.generator(o)
+
+    def _input_feeding_loop(self, emb: Tensor, state: DecoderState) -> Tensor:
+        """Teacher forcing with input feeding, LSTM cells: `_step`'s computation on `UnrolledLSTM` (embeddings
+        projected for all steps at once, one product per layer and step, weight gradients formed once)."""
+        device = emb.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else emb.dtype
+        lstm = UnrolledLSTM(self.decoder, emb, dtype)
+        combine = LinearSteps(self.combine.weight, dtype)
+        if self.attention.kind == "luong":
+            attend = LuongSteps(state.keys, state.memory, state.mask, dtype)
+        else:
+            attend = BahdanauSteps(self.attention, state.keys, state.memory, state.mask, dtype)
+        rnn, feed, outputs = lstm.initial(state.rnn), state.feed, []
+        for t in range(emb.shape[1]):
+            h, rnn = lstm.step(t, feed, rnn)
+            feed = self.dropout(torch.tanh(combine(t, torch.cat([h, attend(t, h).to(h.dtype)], dim=-1))))
+            outputs.append(feed)
+        return torch.stack(outputs, dim=1)
 
     def _forward_sampled(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, p: float) -> Tensor:
         """Step by step; from step 1 on, each input is the model's own previous argmax with probability p."""
