@@ -4,6 +4,8 @@ Scores (q: decoder state, k: encoder state):
     bahdanau  v^T tanh(W_q q + W_k k)        (additive; Bahdanau et al. 2015)
     luong     q^T W k                        ("general"; Luong et al. 2015)
 The key projections do not depend on the query, so `project_keys` runs once per sentence, not once per step.
+Bahdanau's energies tanh(W_q q + W_k k) run in float32 under bf16 autocast too: on the CPU a bf16 tanh over
+270 x 15 x 512 values takes 1.6 ms against 0.35 ms in float32 (2 threads).
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ class Attention(nn.Module):
             self.key_proj = nn.Linear(key_size, query_size, bias=False)
 
     def project_keys(self, memory: Tensor) -> Tensor:
-        """memory (B, S, K) -> keys (B, S, A) for bahdanau, (B, S, Q) for luong."""
-        return self.key_proj(memory)
+        """memory (B, S, K) -> keys (B, S, A) for bahdanau (float32: see forward), (B, S, Q) for luong."""
+        keys = self.key_proj(memory)
+        return keys.float() if self.kind == "bahdanau" else keys
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """query (B, Tq, Q), keys from `project_keys`, memory (B, S, K), mask (B, S) True at real tokens
         -> context (B, Tq, K), weights (B, Tq, S) in float32."""
-        if self.kind == "bahdanau":
-            q = self.query_proj(query).unsqueeze(2)  # (B, Tq, 1, A)
-            scores = self.v(torch.tanh(q + keys.unsqueeze(1))).squeeze(-1)  # (B, Tq, S)
+        if self.kind == "bahdanau":  # the energies in float32: the CPU's bf16 tanh is 5x slower than its float32 one
+            q = self.query_proj(query).float().unsqueeze(2)  # (B, Tq, 1, A)
+            energy = (q + keys.float().unsqueeze(1)).tanh_()  # (B, Tq, S, A)
+            v = self.v.weight.float().squeeze(0)
+            scores = torch.mv(energy.flatten(0, -2), v).view(energy.shape[:-1])  # (B, Tq, S); mv stays float32
         else:
             scores = torch.bmm(query, keys.transpose(1, 2))  # (B, Tq, S)
         scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
