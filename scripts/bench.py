@@ -6,8 +6,10 @@
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
 
-`train` measures, in one run, the straightforward reference (input feeding: a Python loop over decoder steps,
-fp32) and the fast paths, so speed-ups are ratios taken on one machine at one time. FLOPs are counted from the
+`train` measures, in one run, the straightforward reference (input feeding: a Python loop over decoder steps that
+calls the fused LSTM layers once per step, fp32) and the fast paths (input feeding on the unrolled loop of
+seq2seq/models/unrolled.py, the fused decoder, context feeding), so speed-ups are ratios taken on one machine at
+one time. FLOPs are counted from the
 model's shapes (multiply-adds x 2, backward = 2 x forward) and MFU is taken against a bf16 matmul peak measured
 in the same run. `lm` does the same for the language-model recipes against a copy of pytorch/examples'
 word_language_model (its RNNModel and training step: fp32, seq-first nn.LSTM, manual SGD), at the same sizes.
@@ -41,9 +43,11 @@ LM_RECIPES = ["lm-ptb.yaml", "lm-ptb-medium.yaml"]
 VARIANTS = {
     "reference: input feeding, bahdanau, fp32": ["model.input_feeding=true", "model.attention=bahdanau",
                                                  "train.precision=fp32"],
-    "input feeding, bahdanau, bf16": ["model.input_feeding=true", "model.attention=bahdanau", "train.precision=bf16"],
+    "input feeding, bahdanau, bf16 (recipes/en-fr.yaml)": ["model.input_feeding=true", "model.attention=bahdanau",
+                                                           "train.precision=bf16"],
+    "input feeding, luong, bf16": ["model.input_feeding=true", "model.attention=luong", "train.precision=bf16"],
     "fused decoder, bahdanau, bf16": ["model.input_feeding=false", "model.attention=bahdanau", "train.precision=bf16"],
-    "fused decoder, luong, bf16 (recipes/en-fr.yaml)": ["model.input_feeding=false", "model.attention=luong",
+    "fused decoder, luong, bf16 (recipes/en-fr-fused.yaml)": ["model.input_feeding=false", "model.attention=luong",
                                                         "train.precision=bf16"],
     "context feeding (GNMT), luong, bf16": ["model.input_feeding=false", "model.context_feeding=true",
                                             "model.attention=luong", "train.precision=bf16"],
@@ -124,6 +128,7 @@ def bench_train(args) -> None:
             # The reference steps torch's default Adam (a loop over tensors), as Joey NMT does; the others the
             # trainer's optimizer (the recipe's Adam, fused).
             reference = not results
+            model.unrolled = not reference  # the reference steps the fused layers once per step (a plain loop)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3) if reference else build_optimizer(recipe, model)
             scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
             tokens = flops = 0.0

@@ -73,7 +73,11 @@ def toy_run(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEQ2SEQ_DATA", str(write_toy_corpus(root / "data")))
         mp.setenv("SEQ2SEQ_CACHE", str(root / "cache"))
-        recipe = toy_recipe("train.max_steps=800", "train.valid_every=200", "train.precision=bf16", "model.attention=bahdanau")
+        # The fused decoder: with input feeding (the recipe's decoder) how fast this toy is learned depends on
+        # rounding: 100 BLEU at step 800 on 2 threads, 68.6 on 1 (the stalls of README's Results, in miniature).
+        # The unrolled input-feeding loop is checked against the plain loop in tests/test_seq2seq.py instead.
+        recipe = toy_recipe("train.max_steps=800", "train.valid_every=200", "train.precision=bf16",
+                            "model.attention=bahdanau", "model.input_feeding=false")
         build_training(recipe, root / "run", resume=False).fit()
     return root / "run"
 

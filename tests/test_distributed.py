@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from seq2seq.build import build_training
@@ -43,10 +44,12 @@ def train_losses(run_dir) -> list[float]:
     return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").open()) if r["kind"] == "train"]
 
 
-def test_two_gloo_processes_match_one_process_on_the_combined_batch(toy_data, tmp_path):
+@pytest.mark.parametrize("decoder", [[], ["model.input_feeding=false", "model.attention=luong"]],
+                         ids=["input-feeding", "fused"])  # the recipe's unrolled loop forms its weight gradients last
+def test_two_gloo_processes_match_one_process_on_the_combined_batch(toy_data, tmp_path, decoder):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seq2seq.train",
-           "recipes/en-fr.yaml", *TOY_OVERRIDES, *STEPS, "--run-dir", str(tmp_path / "ddp")]  # fmt: skip
+           "recipes/en-fr.yaml", *TOY_OVERRIDES, *STEPS, *decoder, "--run-dir", str(tmp_path / "ddp")]  # fmt: skip
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     assert r.stdout.decode().count("run directory") == 1  # rank 0 alone speaks ...
@@ -55,7 +58,7 @@ def test_two_gloo_processes_match_one_process_on_the_combined_batch(toy_data, tm
     assert len(ddp) == 12  # every step logged once, not once per rank
 
     torch.set_num_threads(1)
-    single = build_training(toy_recipe(*STEPS), tmp_path / "single", resume=False)
+    single = build_training(toy_recipe(*STEPS, *decoder), tmp_path / "single", resume=False)
     table, budget, seed = single.data.table, single.data.budget, single.data.seed
     single.data = Union([PairBatches(table, budget, seed, rank, 2) for rank in (0, 1)])
     single.fit()
