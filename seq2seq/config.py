@@ -58,6 +58,8 @@ class TranslationModelConfig:
     # GNMT-style: attend from the bottom decoder layer and feed the context into the layers above; keeps the
     # fused decoder (needs input_feeding false and decoder_layers >= 2)
     context_feeding: bool = False
+    # The decoder's initial state: tanh of a linear map of the encoder's last states (true), or zeros (false)
+    bridge: bool = True
     tie_embeddings: bool = False  # target input embeddings == output projection
     share_embeddings: bool = False  # encoder and decoder embeddings are one matrix (needs tokenizer.joint)
     dropout: float = 0.3

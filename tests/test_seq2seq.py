@@ -33,6 +33,7 @@ VARIANTS = [
     dict(attention="bahdanau", input_feeding=False, cell="rnn", bidirectional=False),
     dict(attention="luong", input_feeding=False, context_feeding=True, decoder_layers=3),
     dict(attention="bahdanau", input_feeding=False, context_feeding=True, cell="gru"),
+    dict(attention="bahdanau", input_feeding=True, bridge=False),
 ]
 
 
@@ -111,26 +112,42 @@ def test_unrolled_input_feeding_loop_trains_like_the_plain_loop(attention, layer
         assert error <= 0.05 * grad.abs().max().item() + 1e-3 * largest, name
 
 
+def _adam_losses(m: Seq2Seq, batch, steps: int = 40) -> list[float]:
+    """Per-token training loss of `steps` Adam steps (lr 0.01) on one batch."""
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        loss, n = m.loss(batch)
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+        losses.append(loss.item() / n)
+    return losses
+
+
 def test_unrolled_loop_trains_like_the_plain_loop_with_dropout():
     """Dropout between layers and on the attentional output, in the plain loop's order (the same random draws),
     and Adam steps on the deferred weight gradients: the same loss trajectory, and it falls."""
+    batch = collate(sentences(8), sentences(8, seed=2))
     trajectories = []
     for unrolled in (True, False):
-        m = model(attention="luong", input_feeding=True, dropout=0.2, decoder_hidden=32).train()
+        m = model(attention="luong", input_feeding=True, dropout=0.2, decoder_hidden=32)
         m.unrolled = unrolled
-        batch = collate(sentences(8), sentences(8, seed=2))
-        opt = torch.optim.Adam(m.parameters(), lr=0.01)
-        losses = []
-        for _ in range(40):
-            loss, n = m.loss(batch)
-            opt.zero_grad()
-            (loss / n).backward()
-            opt.step()
-            losses.append(loss.item() / n)
-        trajectories.append(losses)
+        trajectories.append(_adam_losses(m, batch))
     fast, plain = trajectories
     assert fast == pytest.approx(plain, rel=1e-4)
     assert fast[-1] < 0.6 * fast[0]
+
+
+def test_without_a_bridge_the_decoder_starts_from_zeros_and_still_learns():
+    m = model(attention="bahdanau", input_feeding=True, bridge=False, decoder_hidden=32)
+    assert m.bridge is None and not any("bridge" in name for name, _ in m.named_parameters())
+    batch = collate(sentences(8), sentences(8, seed=2))
+    state = m.encode(batch.src, batch.src_lengths)
+    assert all(bool((t == 0).all()) for layer in state.rnn for t in layer)
+    losses = _adam_losses(m, batch)
+    assert losses[-1] < 0.6 * losses[0]
 
 
 def test_a_shortlist_gives_the_logits_of_its_pieces_only_when_asked():

@@ -33,7 +33,7 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch
                 src_vocab, tgt_vocab, m.embedding_size, m.encoder_hidden, m.encoder_layers, m.bidirectional,
                 m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
                 m.share_embeddings, m.dropout, recipe.train.label_smoothing,
-                m.scheduled_sampling, m.sampling_max, m.sampling_steps, m.context_feeding,
+                m.scheduled_sampling, m.sampling_max, m.sampling_steps, m.context_feeding, m.bridge,
             )  # fmt: skip
         case "regression":
             return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)

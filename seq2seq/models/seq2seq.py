@@ -98,6 +98,7 @@ class Seq2Seq(nn.Module):
         sampling_max: float = 0.25,
         sampling_steps: int = 4000,
         context_feeding: bool = False,
+        bridge: bool = True,
     ) -> None:
         super().__init__()
         self.sampling = (scheduled_sampling, sampling_max, sampling_steps)
@@ -120,7 +121,10 @@ class Seq2Seq(nn.Module):
             Recurrent(decoder_hidden + memory_size, [decoder_hidden] * (decoder_layers - 1), cell, False, dropout)
             if context_feeding else None
         )  # fmt: skip
-        self.bridge = nn.Linear(memory_size, decoder_hidden)
+        # The decoder's initial state from the encoder's summary (Joey NMT's init_hidden "bridge"); None: zeros, so
+        # that only the attention carries the source
+        self.bridge = nn.Linear(memory_size, decoder_hidden) if bridge else None
+        self.decoder_hidden = decoder_hidden
         self.attention = Attention(attention, decoder_hidden, memory_size, decoder_hidden)
         self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
         self.generator = nn.Linear(self.output_size, tgt_vocab, bias=False)
@@ -145,12 +149,14 @@ class Seq2Seq(nn.Module):
         B, S, _ = memory.shape
         lengths = src_lengths.to(src.device)
         mask = torch.arange(S, device=src.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
-        # Summary of the sentence: forward direction at the last real token, backward direction at the first.
-        last = memory[torch.arange(B, device=src.device), lengths - 1]  # (B, D*He)
-        if self.encoder.directions == 2:
-            half = memory.shape[-1] // 2
-            last = torch.cat([last[:, :half], memory[:, 0, half:]], dim=-1)
-        h0 = torch.tanh(self.bridge(last)).unsqueeze(0)  # (1, B, Hd)
+        if self.bridge is None:
+            h0 = memory.new_zeros(1, B, self.decoder_hidden)
+        else:  # summary of the sentence: forward direction at the last real token, backward direction at the first
+            last = memory[torch.arange(B, device=src.device), lengths - 1]  # (B, D*He)
+            if self.encoder.directions == 2:
+                half = memory.shape[-1] // 2
+                last = torch.cat([last[:, :half], memory[:, 0, half:]], dim=-1)
+            h0 = torch.tanh(self.bridge(last)).unsqueeze(0)  # (1, B, Hd)
         layer_state = (h0, h0) if self.cell in ("lstm", "peephole") else (h0,)
         feed = memory.new_zeros(B, self.output_size) if self.input_feeding else None
         return DecoderState(
