@@ -134,43 +134,58 @@ class LinearSteps:
         return _LinearStep.apply(x.to(self.dtype), self.weight, self.stash, t == 0)
 
 
+def _context(weights: Tensor, memory: Tensor) -> Tensor:
+    """Attention weights (R, S) float32, memory (R, S, K) -> context (R, K) in memory's dtype."""
+    return torch.bmm(weights.to(memory.dtype).unsqueeze(1), memory).squeeze(1)
+
+
+def _context_backward(weights: Tensor, memory: Tensor, d_context: Tensor) -> tuple[Tensor, Tensor]:
+    """`_context` after a softmax, backward: -> d_context in memory's dtype, d_scores (R, S) float32 (0 at padding)."""
+    d_context = d_context.to(memory.dtype)
+    d_weights = torch.bmm(memory, d_context.unsqueeze(2)).squeeze(2).float()
+    return d_context, weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))
+
+
+def _summed_over_steps(pairs: list) -> Tensor:
+    """Per row, sum_t a_t^T b_t over the (a_t (R, X), b_t (R, Y)) pairs the steps kept: (R, X, Y), one product."""
+    a, b = (torch.stack(column, dim=1) for column in zip(*pairs))
+    pairs.clear()
+    return torch.bmm(a.transpose(1, 2), b)
+
+
 class _LuongStep(torch.autograd.Function):
     """Luong ("general") attention for one step: query (R, Q), keys (R, S, Q), memory (R, S, K), mask (R, S)
     -> context (R, K). The gradients of keys and memory are deferred to the step marked `first`."""
 
     @staticmethod
-    def forward(ctx, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, stash: list, first: bool):
+    def forward(ctx, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, acc: dict, first: bool):
         scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2).float().masked_fill_(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (R, S) float32
         ctx.save_for_backward(query, keys, memory, weights)
-        ctx.stash, ctx.first = stash, first
-        return torch.bmm(weights.to(memory.dtype).unsqueeze(1), memory).squeeze(1)
+        ctx.acc, ctx.first = acc, first
+        return _context(weights, memory)
 
     @staticmethod
     def backward(ctx, d_context: Tensor):
         query, keys, memory, w = ctx.saved_tensors
-        d_context = d_context.to(memory.dtype)
-        d_weights = torch.bmm(memory, d_context.unsqueeze(2)).squeeze(2).float()
-        d_scores = (w * (d_weights - (w * d_weights).sum(-1, keepdim=True))).to(keys.dtype)  # softmax backward
+        d_context, d_scores = _context_backward(w, memory, d_context)
+        d_scores = d_scores.to(keys.dtype)
         d_query = torch.bmm(d_scores.unsqueeze(1), keys).squeeze(1)
-        ctx.stash.append((w.to(memory.dtype), d_context, d_scores, query))
-        d_keys = d_memory = None
-        if ctx.first:  # per row: d_memory = W^T dC, d_keys = dS^T Q over the steps
-            w_all, dc_all, ds_all, q_all = (torch.stack(column, dim=1) for column in zip(*ctx.stash))
-            ctx.stash.clear()
-            d_memory = torch.bmm(w_all.transpose(1, 2), dc_all)
-            d_keys = torch.bmm(ds_all.transpose(1, 2), q_all)
-        return d_query, d_keys, d_memory, None, None, None
+        ctx.acc.setdefault("memory", []).append((w.to(memory.dtype), d_context))  # d_memory = W^T dC
+        ctx.acc.setdefault("keys", []).append((d_scores, query))  # d_keys = dS^T Q
+        if not ctx.first:
+            return d_query, None, None, None, None, None
+        return d_query, _summed_over_steps(ctx.acc["keys"]), _summed_over_steps(ctx.acc["memory"]), None, None, None
 
 
 class LuongSteps:
     """Luong attention over one memory, once per step of the caller's loop."""
 
     def __init__(self, keys: Tensor, memory: Tensor, mask: Tensor, dtype: torch.dtype) -> None:
-        self.keys, self.memory, self.mask, self.dtype, self.stash = keys.to(dtype), memory.to(dtype), mask, dtype, []
+        self.keys, self.memory, self.mask, self.dtype, self.acc = keys.to(dtype), memory.to(dtype), mask, dtype, {}
 
     def __call__(self, t: int, query: Tensor) -> Tensor:
-        return _LuongStep.apply(query.to(self.dtype), self.keys, self.memory, self.mask, self.stash, t == 0)
+        return _LuongStep.apply(query.to(self.dtype), self.keys, self.memory, self.mask, self.acc, t == 0)
 
 
 class _BahdanauStep(torch.autograd.Function):
@@ -182,19 +197,17 @@ class _BahdanauStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, keys: Tensor, v: Tensor, memory: Tensor, mask: Tensor, acc: dict, first: bool):
         e = torch.add(keys, q.float().unsqueeze(1)).tanh_()  # (R, S, A)
-        scores = torch.matmul(e, v).masked_fill_(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # (R, S) float32
+        scores = torch.mv(e.flatten(0, 1), v).view(e.shape[:2])  # mv stays float32 under autocast (matmul would not)
+        weights = torch.softmax(scores.masked_fill_(~mask, float("-inf")), dim=-1)  # (R, S) float32
         ctx.save_for_backward(e, v, memory, weights)
         ctx.acc, ctx.first, ctx.q_dtype = acc, first, q.dtype
-        return torch.bmm(weights.to(memory.dtype).unsqueeze(1), memory).squeeze(1)
+        return _context(weights, memory)
 
     @staticmethod
     def backward(ctx, d_context: Tensor):
         e, v, memory, w = ctx.saved_tensors
         acc = ctx.acc
-        d_context = d_context.to(memory.dtype)
-        d_weights = torch.bmm(memory, d_context.unsqueeze(2)).squeeze(2).float()
-        d_scores = w * (d_weights - (w * d_weights).sum(-1, keepdim=True))  # (R, S); 0 at padding
+        d_context, d_scores = _context_backward(w, memory, d_context)
         d_v = torch.mm(d_scores.reshape(1, -1), e.reshape(-1, e.shape[-1])).squeeze(0)
         d_pre = torch.addcmul(torch.ones((), device=e.device), e, e, value=-1)  # tanh' = 1 - e^2
         d_pre.mul_(v).mul_(d_scores.unsqueeze(2))  # (R, S, A)
@@ -204,9 +217,7 @@ class _BahdanauStep(torch.autograd.Function):
         acc.setdefault("memory", []).append((w.to(memory.dtype), d_context))
         if not ctx.first:
             return d_q, None, None, None, None, None, None
-        w_all, dc_all = (torch.stack(column, dim=1) for column in zip(*acc.pop("memory")))
-        d_memory = torch.bmm(w_all.transpose(1, 2), dc_all)
-        return d_q, acc.pop("keys"), acc.pop("v"), d_memory, None, None, None
+        return d_q, acc.pop("keys"), acc.pop("v"), _summed_over_steps(acc["memory"]), None, None, None
 
 
 class BahdanauSteps:
