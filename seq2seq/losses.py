@@ -63,9 +63,12 @@ class SmoothedNLL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        if getattr(ctx, "spent", False):
+            raise RuntimeError("SmoothedNLL's backward ran twice: its first run scaled the kept gradient in place")
+        ctx.spent = True
         grad, real = ctx.saved_tensors
         scale = (real * grad_output).to(grad.dtype)  # PAD rows get no gradient
-        return grad * scale[:, None], None, None
+        return grad.mul_(scale[:, None]), None, None  # in place: no second (N, V) buffer
 
 
 def squared_error(predictions: Tensor, targets: Tensor) -> tuple[Tensor, int]:

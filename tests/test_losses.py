@@ -31,3 +31,11 @@ def test_blocked_loss_and_gradient_equal_cross_entropy(dtype, smoothing, vocab):
     # softmax as exp(x - logsumexp) rather than exp(x - max) / sum: float32 rounding of about 1e-6 on each element
     torch.testing.assert_close(grad, logits.grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-4, atol=1e-5)
     assert torch.all(grad[0, 3:] == 0)  # PAD positions get no gradient
+
+
+def test_blocked_loss_backward_twice_is_an_error_not_a_doubly_scaled_gradient():
+    logits = torch.randn(4, 30, requires_grad=True)
+    loss, _ = token_nll(logits, torch.tensor([3, 4, PAD, 5]), 0.1)
+    (2 * loss).backward(retain_graph=True)  # the kept gradient is scaled in place by this first backward
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()

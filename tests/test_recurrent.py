@@ -76,6 +76,8 @@ def test_dropout_keeps_1_minus_p_scaled_and_backpropagates_through_the_same_mask
     y.sum().backward()
     assert torch.equal(x.grad != 0, kept)  # dropped elements get no gradient, kept ones get the same scale
     assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
+    odd = dropout(torch.ones(3, 7, 5, dtype=dtype), 0.5)  # 105 elements: not a multiple of the 4 per 64-bit draw
+    assert odd.shape == (3, 7, 5) and set(odd.float().unique().tolist()) <= {0.0, 2.0}
     assert torch.equal(Dropout(0.3).eval()(x), x)
 
 

@@ -243,14 +243,18 @@ def _joined_lstm_weights(layer: nn.LSTM, dtype: torch.dtype) -> tuple[Tensor, Te
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """F.dropout with the CPU mask drawn by torch.rand: 2.1 ms instead of 6.0 ms (forward + backward of a 20x35x650
-    float32 batch, 2 threads; bernoulli_ is the slow part). Each element is kept with probability 1 - p and scaled
-    by 1 / (1 - p), as in F.dropout; only the random stream differs. Other devices use F.dropout."""
+    """F.dropout with the CPU mask drawn as 16-bit random integers, four from each 64-bit draw of the generator:
+    an element is kept when its integer is at least round(p * 65536) - 32768 (probability 1 - p to within 2^-17)
+    and scaled by 1 / (1 - p), as in F.dropout; only the random stream differs. bernoulli_ was the slow part of
+    F.dropout (6.0 ms forward + backward for a 20x35x650 float32 batch, 2 threads), a float32 torch.rand mask 2.1
+    ms; 16-bit integers take 40% less than torch.rand (256 x 512 bf16: 374 -> 234 us). Other devices use F.dropout."""
     if not training or p == 0:
         return x
     if x.device.type != "cpu" or p >= 1:
         return F.dropout(x, p, training)
-    return x * torch.rand(x.shape).ge_(p).mul_(1 / (1 - p)).to(x.dtype)
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)[:n]
+    return x * (bits.view(x.shape) >= round(p * 65536) - 32768).to(x.dtype).mul_(1 / (1 - p))
 
 
 class Dropout(nn.Module):

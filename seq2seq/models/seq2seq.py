@@ -241,15 +241,15 @@ class Seq2Seq(nn.Module):
         device = emb.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else emb.dtype
         lstm = UnrolledLSTM(self.decoder, emb, dtype)
-        combine = LinearSteps(self.combine.weight, dtype)
+        combine = LinearSteps(self.combine.weight, emb.shape[1], dtype)
         if self.attention.kind == "luong":
             attend = LuongSteps(state.keys, state.memory, state.mask, dtype)
         else:
-            attend = BahdanauSteps(self.attention, state.keys, state.memory, state.mask, dtype)
+            attend = BahdanauSteps(self.attention, state.keys, state.memory, state.mask, emb.shape[1], dtype)
         rnn, feed, outputs = lstm.initial(state.rnn), state.feed, []
         for t in range(emb.shape[1]):
             h, rnn = lstm.step(t, feed, rnn)
-            feed = self.dropout(torch.tanh(combine(t, torch.cat([h, attend(t, h).to(h.dtype)], dim=-1))))
+            feed = self.dropout(torch.tanh(combine(t, h, attend(t, h))))
             outputs.append(feed)
         return torch.stack(outputs, dim=1)
 

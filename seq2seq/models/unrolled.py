@@ -25,11 +25,34 @@ from torch import Tensor
 from seq2seq.models.recurrent import Recurrent, State, dropout
 
 
-def _flush(stash: list) -> Tensor:
-    """sum_t dY_t^T X_t over the (X_t, dY_t) pairs the steps kept, as one product; empties the stash."""
-    inputs, grads = zip(*stash)
-    stash.clear()
-    return torch.mm(torch.cat(grads).t(), torch.cat(inputs))
+class _Kept:
+    """What the steps of a loop keep for one weight's gradient: each step's input X_t (B, X), written into a
+    (T, B, X) buffer as the step runs (its parts joined there, with no separate concatenation), and its output
+    gradient dY_t (B, Y), written into a (T, B, Y) buffer by its backward. dW = dY^T X is then one product."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.inputs, self.grads, self.written = steps, None, None, [False] * steps
+
+    def input(self, t: int, parts: tuple[Tensor, ...]) -> Tensor:
+        """Step t's input, the parts (B, X_k) joined: -> X_t (B, X)."""
+        if self.inputs is None:
+            B, X = parts[0].shape[0], sum(part.shape[1] for part in parts)
+            self.inputs = parts[0].new_empty(self.steps, B, X)
+        return torch.cat(parts, dim=1, out=self.inputs[t])
+
+    def grad(self, t: int, d_y: Tensor) -> Tensor:
+        """Keeps step t's output gradient (B, Y), in the inputs' dtype: -> the kept copy."""
+        if self.grads is None:
+            self.grads = self.inputs.new_empty(self.steps, *d_y.shape)
+        self.written[t] = True
+        return self.grads[t].copy_(d_y)
+
+    def weight_grad(self) -> Tensor:
+        """sum_t dY_t^T X_t over all steps (0 for a step whose backward did not run)."""
+        for t in range(self.steps):
+            if not self.written[t]:
+                self.grads[t].zero_()
+        return torch.mm(self.grads.flatten(0, 1).t(), self.inputs.flatten(0, 1))
 
 
 class UnrolledLSTM:
@@ -47,7 +70,7 @@ class UnrolledLSTM:
         self.weights = [torch.cat([bottom.weight_ih_l0[:, X:], bottom.weight_hh_l0], dim=1).to(dtype)]
         self.weights += [torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).to(dtype) for layer in layers[1:]]
         self.biases = [None] + [(layer.bias_ih_l0 + layer.bias_hh_l0).to(dtype) for layer in layers[1:]]
-        self.stashes: list[list] = [[] for _ in layers]
+        self.kept = [_Kept(x.shape[1]) for _ in layers]
         self.dtype, self.p, self.training = dtype, rnn.dropout, rnn.training
 
     def initial(self, state: State) -> list[tuple[Tensor, Tensor]]:
@@ -62,18 +85,18 @@ class UnrolledLSTM:
                 pre = self.pre[t]
             else:
                 pre, h_in = self.biases[i], dropout(h_in, self.p, self.training)
-            inp = torch.cat([h_in.to(self.dtype), h], dim=1)
-            h_in, c = _LSTMStep.apply(pre, inp, c, self.weights[i], self.stashes[i], t == 0)
+            h_in, c = _LSTMStep.apply(pre, h_in.to(self.dtype), h, c, self.weights[i], self.kept[i], t)
             new.append((h_in, c))
         return h_in, new
 
 
 class _LSTMStep(torch.autograd.Function):
-    """gates = pre + inp W^T -> (h, c) of one LSTM step: gate order i, f, g, o; the gates in float32. `pre` is the
-    step's precomputed input projection (R, 4H) or a bias (4H,), in inp's dtype."""
+    """gates = pre + [x; h] W^T -> (h, c) of one LSTM step: gate order i, f, g, o; the gates in float32. `pre` is
+    the step's precomputed input projection (R, 4H) or a bias (4H,), in x's dtype. W's gradient is formed by step 0."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, inp: Tensor, c: Tensor, weight: Tensor, stash: list, first: bool):
+    def forward(ctx, pre: Tensor, x: Tensor, h: Tensor, c: Tensor, weight: Tensor, kept: _Kept, t: int):
+        inp = kept.input(t, (x, h))
         gates = torch.addmm(pre, inp, weight.t()).float()
         H = c.shape[1]
         gates[:, : 2 * H].sigmoid_()
@@ -82,13 +105,13 @@ class _LSTMStep(torch.autograd.Function):
         i, f, g, o = gates.split(H, dim=1)
         c_new = torch.addcmul(f * c, i, g)
         tanh_c = torch.tanh(c_new)
-        ctx.save_for_backward(inp, c, gates, tanh_c, weight)
-        ctx.stash, ctx.first, ctx.pre_dims = stash, first, pre.dim()
+        ctx.save_for_backward(c, gates, tanh_c, weight)
+        ctx.kept, ctx.t, ctx.pre_dims, ctx.x_size = kept, t, pre.dim(), x.shape[1]
         return (o * tanh_c).to(inp.dtype), c_new
 
     @staticmethod
     def backward(ctx, dh: Tensor, dc: Tensor):
-        inp, c, gates, tanh_c, weight = ctx.saved_tensors
+        c, gates, tanh_c, weight = ctx.saved_tensors
         H = c.shape[1]
         i, f, g, o = gates.split(H, dim=1)
         dh = dh.float()
@@ -99,39 +122,41 @@ class _LSTMStep(torch.autograd.Function):
         torch.mul(dc, c, out=d_f)
         torch.mul(dc, i, out=d_g)
         torch.mul(dh, tanh_c, out=d_o)
-        derivative = gates - gates * gates  # sigmoid: s (1 - s)
-        derivative[:, 2 * H : 3 * H].add_(1).sub_(g)  # tanh: 1 - g^2 = (g - g^2) + 1 - g
-        d_low = d_gates.mul_(derivative).to(inp.dtype)
-        ctx.stash.append((inp, d_low))
-        d_weight = _flush(ctx.stash) if ctx.first else None
-        d_pre = d_gates.sum(0).to(inp.dtype) if ctx.pre_dims == 1 else d_low
-        return d_pre, torch.mm(d_low, weight), dc * f, d_weight, None, None
+        derivative = torch.addcmul(gates, gates, gates, value=-1)  # sigmoid: s (1 - s)
+        torch.addcmul(torch.ones((), device=g.device), g, g, value=-1, out=derivative[:, 2 * H : 3 * H])  # tanh: 1 - g^2
+        d_low = ctx.kept.grad(ctx.t, d_gates.mul_(derivative))
+        d_weight = ctx.kept.weight_grad() if ctx.t == 0 else None
+        d_pre = d_gates.sum(0).to(d_low.dtype) if ctx.pre_dims == 1 else d_low
+        d_x, d_h = torch.mm(d_low, weight).split([ctx.x_size, H], dim=1)
+        return d_pre, d_x, d_h, dc * f, d_weight, None, None
 
 
 class _LinearStep(torch.autograd.Function):
-    """x W^T for one step of a loop; dW deferred to the step marked `first`."""
+    """[x_1; ...; x_k] W^T for one step of a loop; W's gradient is formed by step 0."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, stash: list, first: bool):
-        ctx.save_for_backward(x, weight)
-        ctx.stash, ctx.first = stash, first
-        return torch.mm(x, weight.t())
+    def forward(ctx, kept: _Kept, t: int, weight: Tensor, *parts: Tensor):
+        ctx.save_for_backward(weight)
+        ctx.kept, ctx.t, ctx.sizes = kept, t, [part.shape[1] for part in parts]
+        return torch.mm(kept.input(t, parts), weight.t())
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        x, weight = ctx.saved_tensors
-        ctx.stash.append((x, dy))
-        return torch.mm(dy, weight), _flush(ctx.stash) if ctx.first else None, None, None
+        (weight,) = ctx.saved_tensors
+        dy = ctx.kept.grad(ctx.t, dy)
+        d_weight = ctx.kept.weight_grad() if ctx.t == 0 else None
+        return None, None, d_weight, *torch.mm(dy, weight).split(ctx.sizes, dim=1)
 
 
 class LinearSteps:
-    """A bias-free nn.Linear applied once per step of the caller's loop, in `dtype`."""
+    """A bias-free nn.Linear applied once per step of the caller's loop of `steps` steps, in `dtype`; its input
+    may come in parts, joined in the order given."""
 
-    def __init__(self, weight: Tensor, dtype: torch.dtype) -> None:
-        self.weight, self.dtype, self.stash = weight.to(dtype), dtype, []
+    def __init__(self, weight: Tensor, steps: int, dtype: torch.dtype) -> None:
+        self.weight, self.dtype, self.kept = weight.to(dtype), dtype, _Kept(steps)
 
-    def __call__(self, t: int, x: Tensor) -> Tensor:
-        return _LinearStep.apply(x.to(self.dtype), self.weight, self.stash, t == 0)
+    def __call__(self, t: int, *parts: Tensor) -> Tensor:
+        return _LinearStep.apply(self.kept, t, self.weight, *(part.to(self.dtype) for part in parts))
 
 
 def _context(weights: Tensor, memory: Tensor) -> Tensor:
@@ -209,22 +234,26 @@ class _BahdanauStep(torch.autograd.Function):
         acc = ctx.acc
         d_context, d_scores = _context_backward(w, memory, d_context)
         d_v = torch.mm(d_scores.reshape(1, -1), e.reshape(-1, e.shape[-1])).squeeze(0)
-        d_pre = torch.addcmul(torch.ones((), device=e.device), e, e, value=-1)  # tanh' = 1 - e^2
-        d_pre.mul_(v).mul_(d_scores.unsqueeze(2))  # (R, S, A)
-        d_q = d_pre.sum(1).to(ctx.q_dtype)
-        for name, grad in (("keys", d_pre), ("v", d_v)):
-            acc[name] = grad if name not in acc else acc[name].add_(grad)
+        slope = torch.addcmul(torch.ones((), device=e.device), e, e, value=-1)  # tanh' = 1 - e^2, (R, S, A)
+        # dL/d(keys + q) = slope * v * dS: its sum over S is one (1 x S) product per row, and v multiplies the
+        # keys' gradient once, after the sum over steps (2 passes over (R, S, A) per step instead of 4)
+        d_q = (torch.bmm(d_scores.unsqueeze(1), slope).squeeze(1) * v).to(ctx.q_dtype)
+        if "keys" in acc:
+            acc["keys"].addcmul_(slope, d_scores.unsqueeze(2))
+            acc["v"].add_(d_v)
+        else:
+            acc["keys"], acc["v"] = slope.mul_(d_scores.unsqueeze(2)), d_v
         acc.setdefault("memory", []).append((w.to(memory.dtype), d_context))
         if not ctx.first:
             return d_q, None, None, None, None, None, None
-        return d_q, acc.pop("keys"), acc.pop("v"), _summed_over_steps(acc["memory"]), None, None, None
+        return d_q, acc.pop("keys").mul_(v), acc.pop("v"), _summed_over_steps(acc["memory"]), None, None, None
 
 
 class BahdanauSteps:
     """Bahdanau attention (`Attention`'s query_proj and v) over one memory, once per step of the caller's loop."""
 
-    def __init__(self, attention, keys: Tensor, memory: Tensor, mask: Tensor, dtype: torch.dtype) -> None:
-        self.query = LinearSteps(attention.query_proj.weight, dtype)
+    def __init__(self, attention, keys: Tensor, memory: Tensor, mask: Tensor, steps: int, dtype: torch.dtype) -> None:
+        self.query = LinearSteps(attention.query_proj.weight, steps, dtype)
         self.bias = attention.query_proj.bias.float()
         self.keys, self.v = keys.float(), attention.v.weight.float().squeeze(0)  # keys: float32 already
         self.memory, self.mask, self.acc = memory.to(dtype), mask, {}
