@@ -4,8 +4,9 @@ With input feeding the decoder's next input depends on the attentional output of
 loops over the target one step at a time. Written with a fused-kernel call and autograd's modules per step, every
 step's backward forms its own gradient for each weight (the LSTM layers, the attention keys and memory, the
 combination layer) and adds it to the sum: products of a few hundred rows, and a full-size addition each. Here the
-steps keep what a weight's gradient needs (their inputs and output gradients), and the step whose backward runs
-last, the first (every later step depends on its state), forms each weight's gradient for all steps in one product:
+steps keep what a weight's gradient needs (their inputs and output gradients, written into (T, B, .) buffers as they
+run: `_Kept`), and the step whose backward runs last, the first (every later step depends on its state), forms each
+weight's gradient for all steps in one product:
 
     dW = sum_t dY_t^T X_t = [dY_0; ...; dY_T]^T [X_0; ...; X_T]
 
