@@ -44,6 +44,7 @@ TOY_OVERRIDES = [
     "model.decoder_layers=1",
     "model.dropout=0.0",
     "train.lr=0.003",
+    "train.warmup_steps=0",  # the recipe's 500-step warm-up would leave the toy runs of 40-800 steps half-trained
     "train.batch_tokens=1200",
     "train.label_smoothing=0.0",
     "train.log_every=20",

@@ -64,14 +64,26 @@ def test_cross_field_checks():
 def test_budget_schedule_falls_linearly_to_min_lr_as_the_budget_runs_out():
     from seq2seq.trainer import learning_rate
 
-    by_steps = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=0",
+    no_warmup = ["train.lr=0.001", "train.warmup_steps=0"]  # the budget schedule alone
+    by_steps = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=0", *no_warmup,
                                                          "train.max_steps=100", "train.decay_start=0.5"]).train  # fmt: skip
     assert learning_rate(10, by_steps) == learning_rate(50, by_steps) == 1e-3  # constant until half the budget
     assert learning_rate(75, by_steps) == pytest.approx(5e-4)
     assert learning_rate(100, by_steps) == by_steps.min_lr
-    by_time = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=10"]).train
+    by_time = load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=10", *no_warmup]).train
     assert learning_rate(1, by_time, elapsed=0.0) == 1e-3
     assert learning_rate(1, by_time, elapsed=150.0) == pytest.approx(7.5e-4)  # a quarter of 10 minutes spent
     assert learning_rate(99999, by_time, elapsed=900.0) == by_time.min_lr  # over budget (the last step's validation)
     with pytest.raises(ConfigError, match="budget decays the lr over"):
         load_recipe(ROOT / "recipes/en-fr.yaml", ["train.schedule=budget", "train.max_minutes=0"])
+
+
+def test_recipe_warms_up_linearly_to_its_peak_then_the_plateau_scale_applies():
+    from seq2seq.trainer import learning_rate
+
+    cfg = load_recipe(ROOT / "recipes/en-fr.yaml").train
+    assert (cfg.schedule, cfg.warmup_steps, cfg.lr) == ("plateau", 500, 0.002)
+    assert learning_rate(100, cfg) == pytest.approx(0.0004)  # (step 1: train.min_lr, the floor)
+    assert learning_rate(250, cfg) == pytest.approx(0.001)
+    assert learning_rate(500, cfg) == learning_rate(4000, cfg) == 0.002
+    assert learning_rate(4000, cfg, lr_scale=0.25) == pytest.approx(0.0005)  # after two halvings
