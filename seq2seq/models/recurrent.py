@@ -32,16 +32,35 @@ def detach_state(state: State) -> State:
     return [tuple(t.detach() for t in layer) for layer in state]
 
 
-def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence of (B, T, ...) within its length; padding stays at the end.
+def reverse_padded(x: Tensor, lengths: Tensor, time_major: bool = False) -> Tensor:
+    """Reverse each sequence of (B, T, ...) (with time_major, (T, B, ...)) within its length; padding stays at the end.
 
     lengths [3, 2], x = [[a b c], [d e _]]  ->  [[c b a], [e d _]]
     """
-    B, T = x.shape[:2]
-    t = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
-    lens = lengths.to(x.device).unsqueeze(1)  # (B, 1)
-    index = torch.where(t < lens, lens - 1 - t, t)  # (B, T)
-    return x.gather(1, index.view(B, T, *([1] * (x.dim() - 2))).expand_as(x))
+    T, B = x.shape[:2] if time_major else x.shape[1::-1]
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    lens = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    source = torch.where(t < lens, lens - 1 - t, t)  # (T, B): the time step each position takes its value from
+    b = torch.arange(B, device=x.device).unsqueeze(0)
+    index = source * B + b if time_major else (b * T + source).t()  # rows of x flattened over its first two dims
+    return _Involution.apply(x, index.reshape(-1))
+
+
+class _Involution(torch.autograd.Function):
+    """x (B, T, ...) or (T, B, ...) -> rows of x flattened over its first two dims in the order `index`, a permutation
+    that is its own
+    inverse (reversal within each length), so the backward pass is the same selection. Against gather over (B, T,
+    ...): 1.5 ms instead of 6.4 forward and backward (250 x 17 x 512 bf16, 2 threads)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        return x.reshape(-1, *x.shape[2:]).index_select(0, index).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        return grad.reshape(-1, *grad.shape[2:]).index_select(0, index).view(grad.shape), None
 
 
 class PeepholeLSTM(nn.Module):
@@ -205,10 +224,12 @@ class Recurrent(nn.Module):
 
     def _padded(self, x: Tensor, state: State | None, lengths: Tensor) -> Tensor:
         """Exact outputs without packing: padding sits after each sequence, so it cannot reach a real position of
-        the forward direction; the backward direction runs forward over each sequence reversed within its length."""
+        the forward direction; the backward direction runs forward over each sequence reversed within its length.
+        The layers run time-major, the kernels' own layout (batch first, each call would transpose its input and its
+        output): one transposition on the way in, and the way out is the multiplication that zeroes the padding."""
         B, T, _ = x.shape
         kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[self.cell]
-        h = x
+        h = x.transpose(0, 1).contiguous()  # (T, B, I)
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout > 0:
                 h = dropout(h, self.dropout, self.training)
@@ -220,12 +241,32 @@ class Recurrent(nn.Module):
                     hx = [h.new_zeros(1, B, layer.hidden_size)] * (2 if self.cell == "lstm" else 1)
                 else:
                     hx = [t[d : d + 1] for t in state[i]]
-                seq = h if d == 0 else reverse_padded(h, lengths)
-                out = kernel(seq, hx if self.cell == "lstm" else hx[0], params, True, 1, 0.0, self.training, False, True)[0]
-                outputs.append(out if d == 0 else reverse_padded(out, lengths))
-            h = torch.cat(outputs, dim=-1) if self.directions == 2 else outputs[0]
-        real = torch.arange(T, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # (B, T)
-        return h * real.unsqueeze(-1).to(h.dtype)
+                seq = h if d == 0 else reverse_padded(h, lengths, time_major=True)
+                out = kernel(seq, hx if self.cell == "lstm" else hx[0], params, True, 1, 0.0, self.training, False, False)[0]
+                outputs.append(out if d == 0 else reverse_padded(out, lengths, time_major=True))
+            h = torch.cat(outputs, dim=-1) if self.directions == 2 else outputs[0]  # (T, B, D * H)
+        real = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (T, B)
+        return _BatchFirst.apply(h, real.unsqueeze(-1).to(h.dtype))
+
+
+class _BatchFirst(torch.autograd.Function):
+    """h (T, B, D) times mask (T, B, 1) -> (B, T, D) contiguous, in one pass each way."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, mask: Tensor) -> Tensor:
+        ctx.save_for_backward(mask)
+        T, B, D = h.shape
+        out = h.new_empty(B, T, D)
+        torch.mul(h, mask, out=out.transpose(0, 1))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        B, T, D = grad.shape
+        out = grad.new_empty(T, B, D)
+        torch.mul(grad.transpose(0, 1), mask, out=out)
+        return out, None
 
 
 def _joined_lstm_weights(layer: nn.LSTM, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
