@@ -39,3 +39,23 @@ def test_blocked_loss_backward_twice_is_an_error_not_a_doubly_scaled_gradient():
     (2 * loss).backward(retain_graph=True)  # the kept gradient is scaled in place by this first backward
     with pytest.raises(RuntimeError, match="backward ran twice"):
         loss.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("weight", [1.0, 0.37])  # 1: the loss divided by its count, as the trainer does; else not
+def test_blocked_loss_forms_the_gradient_of_the_loss_per_token(dtype, weight):
+    """Given the count, the gradient is formed for loss / count in the forward pass; any other scale still comes out
+    right (backward multiplies by the ratio)."""
+    torch.manual_seed(1)
+    logits = (3 * torch.randn(4, 6, 300)).to(dtype).requires_grad_()
+    targets = torch.randint(1, 300, (4, 6))
+    targets[1, 4:] = PAD
+    count = int((targets != PAD).sum())
+    loss, n = token_nll(logits, targets, 0.1, count)
+    (weight * loss / n).backward()
+    grad, logits.grad = logits.grad, None
+    expected = F.cross_entropy(logits.float().reshape(-1, 300), targets.reshape(-1), ignore_index=PAD,
+                               reduction="sum", label_smoothing=0.1)  # fmt: skip
+    (weight * expected / count).backward()
+    torch.testing.assert_close(grad, logits.grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-4, atol=1e-7)
+    assert torch.all(grad[1, 4:] == 0)
