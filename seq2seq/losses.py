@@ -19,7 +19,7 @@ def token_nll(
     Pass `count` when it is known on the host: counting on a GPU makes the host wait for it."""
     flat, gold = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
     if logits.device.type == "cpu":  # the trainer backpropagates the loss divided by the count: scale for that
-        loss = SmoothedNLL.apply(flat, gold, label_smoothing, 1.0 / max(count, 1) if count else 1.0)
+        loss = SmoothedNLL.apply(flat, gold, label_smoothing, 1.0 / count if count else 1.0)
     else:
         loss = F.cross_entropy(flat.float(), gold, ignore_index=PAD, reduction="sum", label_smoothing=label_smoothing)
     return loss, int((targets != PAD).sum()) if count is None else count
