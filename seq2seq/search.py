@@ -39,6 +39,27 @@ def max_lengths(src_lengths: Tensor, ratio: float, extra: int = 10) -> Tensor:
     return (src_lengths.float() * ratio).long() + extra
 
 
+def row_bucket(live: int, rows: int) -> int:
+    """Rows to decode on when `live` of the batch's `rows` are still live: `live` rounded up to a multiple of an
+    eighth of its power of two (at least 4), at most `rows`. A CPU matrix product compiles oneDNN kernels for each
+    new row count: while finished sentences left the batch one by one, a fresh process decoded greedily 30% slower
+    than the same process's second pass (Sapphire Rapids; 14% on an AMD EPYC). With buckets a batch goes through at
+    most 32 row counts, for about 4% more rows decoded (6% at most for each live count on average)."""
+    if live == 0:
+        return 0
+    step = max(4, (1 << (live.bit_length() - 1)) // 8)
+    return min(rows, -(-live // step) * step)
+
+
+def bucket_rows(finished: Tensor, live: int) -> Tensor | None:
+    """finished (N,) True at rows that are done, `live` the number of others -> the index of the rows to decode on:
+    every live row and the first finished ones up to `row_bucket(live, N)` rows, in their order; None to keep all."""
+    rows = row_bucket(live, finished.numel())
+    if rows == finished.numel():
+        return None
+    return torch.sort(finished.to(torch.uint8), stable=True).indices[:rows].sort().values
+
+
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """GNMT (Wu et al. 2016): ((5 + |Y|) / 6) ** alpha; alpha = 0 means none."""
     return ((5 + length) / 6) ** alpha
@@ -133,7 +154,8 @@ def sample(
     attention: bool = True,
     scores: bool = True,
 ) -> list[Hypothesis]:
-    """One hypothesis per sentence: greedy (temperature 0) or sampled. Finished sentences leave the batch.
+    """One hypothesis per sentence: greedy (temperature 0) or sampled. Finished sentences leave the batch
+    (kept as padding rows until the live ones fit a smaller `row_bucket`).
 
     start_tokens (B,): the first tokens fed in (default BOS; a language model continues from its prompt's last token).
     max_len: the most tokens generated per sentence, instead of the limit from max_len_ratio.
@@ -145,14 +167,14 @@ def sample(
     B = src.shape[0]
     limits = max_lengths(src_lengths, max_len_ratio).to(src.device) if max_len is None else torch.full(
         (B,), max_len, device=src.device)  # fmt: skip
-    alive = torch.arange(B, device=src.device)  # original index of each row still decoding
+    alive = torch.arange(B, device=src.device)  # original index of each row, -1 for a finished row kept as padding
     tokens = torch.full((B,), BOS, dtype=torch.long) if start_tokens is None else start_tokens
     tokens = tokens.to(src.device)
     score = torch.zeros(B, device=src.device)
     steps: list[tuple[Tensor, Tensor, Tensor | None]] = []  # (alive, token, attention) per step, read at the end
     final = torch.zeros(B, device=src.device)
-    t = 0
-    while alive.numel() > 0:
+    t, live = 0, B
+    while live > 0:
         logits_only = not scores and temperature <= 0 and t >= min_length and not ban_unk
         shortlisted = logits_only and getattr(model, "output_ids", None) is not None  # an argmax: the shortlist will do
         if shortlisted:
@@ -169,15 +191,20 @@ def sample(
         score = score + token_log_prob
         steps.append((alive, tokens, weights if attention else None))
         t += 1
-        done = (tokens == EOS) | (limits[alive] <= t)
+        done = (alive >= 0) & ((tokens == EOS) | (limits[alive] <= t))
         if bool(done.any()):
             final[alive[done]] = score[done]
-            keep = (~done).nonzero().squeeze(1)
-            alive, tokens, score, state = alive[keep], tokens[keep], score[keep], state.select(keep)
+            alive = alive.masked_fill(done, -1)
+            live -= int(done.sum())
+            keep = bucket_rows(alive < 0, live)
+            if keep is not None:
+                alive, tokens, score, state = alive[keep], tokens[keep], score[keep], state.select(keep)
     results = [Hypothesis([], 0.0, 0.0) for _ in range(B)]
     for rows, toks, att in steps:
         rows_weights = repeat(None) if att is None else att.float().tolist()
         for row, tok, weights in zip(rows.tolist(), toks.tolist(), rows_weights):
+            if row < 0:
+                continue
             if tok != EOS:
                 results[row].tokens.append(tok)
             if weights is not None:
@@ -213,7 +240,8 @@ def beam_search(
     Rows are laid out sentence-major: row b * K + k is beam k of sentence b. Each step takes the 2K best
     continuations of each sentence; those ending in EOS among the first K are finished (scored with the GNMT
     length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, at its
-    maximum length, or as soon as no live beam can beat its n best finished ones; done sentences leave the batch.
+    maximum length, or as soon as no live beam can beat its n best finished ones; done sentences leave the batch
+    (their blocks kept as padding until the live ones fit a smaller `row_bucket`).
     start_tokens, max_len and attention are as in `sample`.
     """
     K = beam_size
@@ -222,7 +250,8 @@ def beam_search(
     B, device = src.shape[0], src.device
     state = model.encode(src, src_lengths)  # one row per sentence for the first step: its K beams start alike
     limits = max_lengths(src_lengths, max_len_ratio).tolist() if max_len is None else [max_len] * B
-    sentence = torch.arange(B, device=device)  # original sentence of each still-active block of K rows
+    sentence = torch.arange(B, device=device)  # original sentence of each block of K rows, -1: done, kept as padding
+    live = B
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start: the K beams would otherwise be copies
     tokens = torch.full((B,), BOS, dtype=torch.long, device=device) if start_tokens is None else start_tokens.to(device)
@@ -230,7 +259,7 @@ def beam_search(
     attn_history: Tensor | None = None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     t = 0
-    while sentence.numel() > 0:
+    while live > 0:
         # The 2K best continuations of a sentence are among the 2K best tokens of each of its beams: take those
         # first (one pass over the vocabulary per row), then choose among K x 2K instead of K x V.
         masked = t < min_length or ban_unk or no_repeat_ngram > 0
@@ -260,11 +289,12 @@ def beam_search(
         top_scores, top_index = candidates.topk(min(2 * K, K * W), dim=-1)  # (active, 2K)
         beam, token = top_index // W, row_tokens.view(active, K * W).gather(1, top_index)
         t += 1
-        at_limit = torch.tensor([limits[s] <= t for s in sentence.tolist()], device=device)
+        sentences = sentence.tolist()
+        at_limit = torch.tensor([s >= 0 and limits[s] <= t for s in sentences], device=device)
         # 1. finish: EOS among the first K candidates; every candidate of a sentence at its length limit
         rank = torch.arange(top_scores.shape[1], device=device).unsqueeze(0)
         ends = ((token == EOS) & (rank < K)) | (at_limit.unsqueeze(1) & (rank < K))
-        ends &= torch.isfinite(top_scores)
+        ends &= torch.isfinite(top_scores) & (sentence >= 0).unsqueeze(1)
         if bool(ends.any()):
             rows = (torch.arange(active, device=device).unsqueeze(1) * K + beam)[ends]
             seqs = torch.cat([history[rows], token[ends].unsqueeze(1)], 1).tolist()
@@ -286,17 +316,22 @@ def beam_search(
         # 3. drop sentences that are done: K finished hypotheses, or (exactly: the n best cannot change) the n-th best
         # finished score already beats what any live beam could reach: its log-probability only falls, and the
         # length penalty divides it by at most the penalty at the sentence's length limit
-        sentences, best_live = sentence.tolist(), scores.max(-1).values.tolist()
-        stop = [len(finished[s]) >= K or (alpha >= 0 and len(finished[s]) >= n_best and sorted(
-            (h.score for h in finished[s]), reverse=True)[n_best - 1] >= live / length_penalty(limits[s] + 1, alpha))
-            for s, live in zip(sentences, best_live)]  # fmt: skip
+        # (a done sentence's block stays as padding until the live ones fit in a smaller bucket: `row_bucket`)
+        best_live = scores.max(-1).values.tolist()
+        stop = [s >= 0 and (len(finished[s]) >= K or (alpha >= 0 and len(finished[s]) >= n_best and sorted(
+            (h.score for h in finished[s]), reverse=True)[n_best - 1] >= best / length_penalty(limits[s] + 1, alpha)))
+            for s, best in zip(sentences, best_live)]  # fmt: skip
         done = torch.tensor(stop, device=device) | at_limit
         done |= ~torch.isfinite(scores).any(-1)
+        done &= sentence >= 0
         if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
-            rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-            sentence, scores, tokens = sentence[keep], scores[keep], tokens[rows]
-            history, state = history[rows], state.select(rows)
-            attn_history = attn_history[rows] if attention else None
+            sentence = sentence.masked_fill(done, -1)
+            live -= int(done.sum())
+            keep = bucket_rows(sentence < 0, live)
+            if keep is not None:
+                rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+                sentence, scores, tokens = sentence[keep], scores[keep], tokens[rows]
+                history, state = history[rows], state.select(rows)
+                attn_history = attn_history[rows] if attention else None
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
 

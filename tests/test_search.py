@@ -200,17 +200,57 @@ def test_log_normalizer_is_logsumexp():
         torch.testing.assert_close(got.squeeze(1), torch.logsumexp(x.float(), -1), rtol=0, atol=tolerance)
 
 
+class RowCounter:
+    """Passes decode_step through and records how many rows each step decoded."""
+
+    def __init__(self, m) -> None:
+        self.m, self.rows = m, []
+
+    def encode(self, src, src_lengths):
+        return self.m.encode(src, src_lengths)
+
+    def decode_step(self, tokens, state, **kwargs):
+        self.rows.append(tokens.shape[0])
+        return self.m.decode_step(tokens, state, **kwargs)
+
+
 @pytest.mark.parametrize("kw", VARIANTS[:3])
 def test_batched_beam_equals_one_sentence_at_a_time(kw):
-    m = model(**kw)
-    src = sentences(5, seed=7)
+    m = RowCounter(model(**kw))
+    src = sentences(12, seed=7)
     lengths = torch.tensor([len(s) for s in src])
-    batched = search.beam_search(m, pad(src), lengths, beam_size=4, n_best=3)
+    batched = search.beam_search(m, pad(src), lengths, beam_size=4, n_best=3, min_length=4)  # random models end early
+    assert len(set(m.rows)) > 2 and all(rows % 4 == 0 for rows in m.rows[1:])  # blocks of 4 beams left in buckets
     for s, hyps in zip(src, batched):
-        alone = search.beam_search(m, pad([s]), torch.tensor([len(s)]), beam_size=4, n_best=3)[0]
+        alone = search.beam_search(m.m, pad([s]), torch.tensor([len(s)]), beam_size=4, n_best=3, min_length=4)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in hyps]
         assert [h.score for h in alone] == pytest.approx([h.score for h in hyps], abs=1e-4)
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+def test_batched_greedy_equals_one_sentence_at_a_time_with_finished_rows_kept_as_padding():
+    m = RowCounter(model(**VARIANTS[1]))
+    src = sentences(40, seed=8)
+    lengths = torch.tensor([len(s) for s in src])
+    batched = search.sample(m, pad(src), lengths)
+    limits = search.max_lengths(lengths, 1.5).tolist()
+    ends = [min(len(h.tokens) + 1, limit) for h, limit in zip(batched, limits)]  # steps until EOS or the limit
+    live = [sum(end > t for end in ends) for t in range(len(m.rows))]
+    assert m.rows == [search.row_bucket(n, 40) for n in live]  # rows decoded = live sentences, rounded up
+    assert any(rows > n for rows, n in zip(m.rows, live))  # finished rows were kept as padding
+    for s, hyp in zip(src, batched):
+        alone = search.sample(m.m, pad([s]), torch.tensor([len(s)]))[0]
+        assert alone.tokens == hyp.tokens
+        assert alone.score == pytest.approx(hyp.score, abs=1e-4)
+        assert len(alone.attention) == len(hyp.attention)
+
+
+def test_row_buckets_are_few_and_hold_every_live_row():
+    buckets = [search.row_bucket(n, 256) for n in range(257)]
+    assert buckets[0] == 0 and all(n <= b <= 256 for n, b in enumerate(buckets))
+    assert all(b <= max(n + 3, n * 9 / 8) for n, b in enumerate(buckets))  # at most an eighth more (or 3 rows)
+    assert len(set(buckets)) <= 33
+    assert [search.row_bucket(n, 3) for n in range(4)] == [0, 3, 3, 3]  # a batch of 3 rows stays whole
 
 
 def test_length_penalty_formula():
