@@ -191,8 +191,8 @@ def cpu_model() -> str:
         import platform
 
         return platform.processor() or "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    name, flags = fields.get("model name", "unknown"), set(fields.get("flags", "").split())
     isa = "AMX" if "amx_bf16" in flags else "avx512_bf16, no AMX" if "avx512_bf16" in flags else "no bf16 instructions"
     return f"{name} ({isa})"
 
