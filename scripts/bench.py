@@ -32,7 +32,14 @@ import torch
 from torch import nn
 
 from seq2seq.allocator import reuse_freed_memory
-from seq2seq.build import build_model, build_optimizer, tokenize, train_tokenizers
+from seq2seq.build import (
+    build_model,
+    build_optimizer,
+    target_pieces,
+    target_vocabulary,
+    tokenize,
+    train_tokenizers,
+)
 from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
@@ -47,6 +54,8 @@ VARIANTS = {
                                                  "train.precision=fp32"],
     "input feeding, bahdanau, bf16 (recipes/en-fr.yaml)": ["model.input_feeding=true", "model.attention=bahdanau",
                                                            "train.precision=bf16"],
+    "input feeding, bahdanau, bf16, output layer over every piece": [
+        "model.input_feeding=true", "model.attention=bahdanau", "train.precision=bf16", "model.target_vocabulary=all"],
     "input feeding, luong, bf16": ["model.input_feeding=true", "model.attention=luong", "train.precision=bf16"],
     "fused decoder, bahdanau, bf16": ["model.input_feeding=false", "model.attention=bahdanau", "train.precision=bf16"],
     "fused decoder, luong, bf16 (recipes/en-fr-fused.yaml)": ["model.input_feeding=false", "model.attention=luong",
@@ -115,6 +124,7 @@ def bench_train(args) -> None:
     table = load_parallel("multi30k", "train", "en", "fr")
     src_tok, tgt_tok = train_tokenizers(base, table)
     ids = tokenize(table, src_tok, tgt_tok, None)
+    target_ids = target_vocabulary(target_pieces(ids))  # for recipes with model.target_vocabulary: seen
     peak = matmul_peak(torch.bfloat16, device)
     print(json.dumps({"bench": "matmul", "device": device_name(device), "bf16_tflops": peak / 1e12,
                       "fp32_tflops": matmul_peak(torch.float32, device) / 1e12,
@@ -131,7 +141,8 @@ def bench_train(args) -> None:
         for name, overrides in variants.items():
             recipe = load_recipe(MEDIUM, overrides + extra + [f"train.device={device.type}"])
             torch.manual_seed(0)
-            model = build_model(recipe, len(src_tok), len(tgt_tok)).to(device)
+            seen = recipe.model.target_vocabulary == "seen"
+            model = build_model(recipe, len(src_tok), len(tgt_tok), target_ids if seen else None).to(device)
             # The reference steps torch's default Adam (a loop over tensors), as Joey NMT does; the others the
             # trainer's optimizer (the recipe's Adam, fused).
             reference = not results
@@ -159,7 +170,7 @@ def bench_train(args) -> None:
                 opt.zero_grad(set_to_none=True)
                 src_tokens = int(batch.src_lengths.sum())
                 tokens += count
-                flops += train_flops(recipe.model, len(tgt_tok), src_tokens, count,
+                flops += train_flops(recipe.model, model.generator.out_features, src_tokens, count,
                                      src_tokens / len(batch.src_lengths))  # fmt: skip
             sync(device)
             seconds = time.perf_counter() - start
@@ -321,8 +332,8 @@ def bench_decode(args) -> None:
         # at a time (--inter-threads 2)
         variants = [(reference, 64, 1)] + [(translator, batch_size, 1) for batch_size in dict.fromkeys(
             [64, args.batch_size or default_batch_size(beam)])]  # fmt: skip
-        if beam == 1:  # only greedy search uses the shortlist
-            variants.append((full, variants[-1][1], 1))
+        if beam == 1 and translator.model.output_ids is not None:  # only greedy search uses the shortlist, which
+            variants.append((full, variants[-1][1], 1))  # models with a target vocabulary have no use for
         if threads > 1 and translator.device.type == "cpu":
             variants.append((translator, variants[-1][1], 2))
         for model, batch_size, inter_threads in variants:
@@ -336,6 +347,7 @@ def bench_decode(args) -> None:
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
                               "weights": "fp32 (reference)" if model is reference else model.precision,
                               "shortlist": getattr(model.model, "output_ids", None) is not None,
+                              "output_rows": model.model.generator.out_features,
                               "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds[0], "target_pieces_per_s": pieces / seconds[0],
                               "second_pass_sentences_per_s": len(sources) / seconds[1],

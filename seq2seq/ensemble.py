@@ -27,7 +27,14 @@ class Ensemble:
     def __init__(self, models: list[torch.nn.Module]) -> None:
         if not models:
             raise ValueError("an ensemble needs at least one model")
+        ids = [getattr(m, "target_ids", None) for m in models]
+        if any((i is None) != (ids[0] is None) or (i is not None and not torch.equal(i, ids[0])) for i in ids):
+            raise ValueError("the members of an ensemble must share the target vocabulary (target_ids)")
         self.models = models
+
+    def to_pieces(self, columns: list[int]) -> list[int]:
+        """Search output -> target piece ids (the members share them)."""
+        return self.models[0].to_pieces(columns)
 
     def eval(self) -> Ensemble:
         for m in self.models:

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU: batches decoded at once, each on an equal share of the threads "
                         "(default: 2 for beam search with 2 or more threads, else 1)")
     parser.add_argument("--full-vocabulary", action="store_true",
-                        help="greedy search: argmax over every target piece, not only those seen in training")
+                        help="greedy search with a model trained with model.target_vocabulary: all: argmax over "
+                        "every target piece, not only those seen in training")
     parser.add_argument("--lowercase-tokenized", action="store_true",
                         help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")
     parser.add_argument("--output", type=Path, help="where to write the translations")

@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--inter-threads", type=at_least_one, default=None,
                    help="CPU: batches decoded at once, each on an equal share of the threads "
                    "(default: 2 for beam search with 2 or more threads, else 1)")
-    p.add_argument("--full-vocabulary", action="store_true", help="greedy search: take the argmax over every target "
-                   "piece, not only over those seen in training (the default shortlist, which is faster)")
+    p.add_argument("--full-vocabulary", action="store_true", help="greedy search with a model trained with "
+                   "model.target_vocabulary: all: take the argmax over every target piece, not only over those seen in "
+                   "training (the default shortlist, which is faster)")
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
     p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
     return p.parse_args(argv)

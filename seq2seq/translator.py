@@ -138,10 +138,11 @@ class Translator:
 
     def _translation(self, src_ids: Sequence[int], hyp: search.Hypothesis) -> Translation:
         sp = self.src_tok.sp
+        tokens = self.model.to_pieces(hyp.tokens) if hasattr(self.model, "to_pieces") else hyp.tokens
         return Translation(
-            text=self.tgt_tok.decode([hyp.tokens])[0],
+            text=self.tgt_tok.decode([tokens])[0],
             score=hyp.score,
             src_pieces=[sp.id_to_piece(i) for i in src_ids],
-            tgt_pieces=[self.tgt_tok.sp.id_to_piece(i) for i in hyp.tokens],
+            tgt_pieces=[self.tgt_tok.sp.id_to_piece(i) for i in tokens],
             attention=[row[: len(src_ids)] for row in hyp.attention],
         )

@@ -68,9 +68,19 @@ def toy_recipe(*overrides: str):
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
     """A model trained once per test session on the toy pair (800 steps, about 20 s on 2 cores)."""
+    return train_toy_run(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def toy_run_all_pieces(tmp_path_factory) -> Path:
+    """toy_run's training with an output layer over every piece (model.target_vocabulary: all), as every run
+    before target vocabularies had."""
+    return train_toy_run(tmp_path_factory.mktemp("toy_all"), "model.target_vocabulary=all")
+
+
+def train_toy_run(root: Path, *overrides: str) -> Path:
     from seq2seq.build import build_training
 
-    root = tmp_path_factory.mktemp("toy")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEQ2SEQ_DATA", str(write_toy_corpus(root / "data")))
         mp.setenv("SEQ2SEQ_CACHE", str(root / "cache"))
@@ -78,7 +88,7 @@ def toy_run(tmp_path_factory) -> Path:
         # rounding: 100 BLEU at step 800 on 2 threads, 68.6 on 1 (the stalls of README's Results, in miniature).
         # The unrolled input-feeding loop is checked against the plain loop in tests/test_seq2seq.py instead.
         recipe = toy_recipe("train.max_steps=800", "train.valid_every=200", "train.precision=bf16",
-                            "model.attention=bahdanau", "model.input_feeding=false")
+                            "model.attention=bahdanau", "model.input_feeding=false", *overrides)
         build_training(recipe, root / "run", resume=False).fit()
     return root / "run"
 

@@ -52,7 +52,10 @@ def test_overrides_are_typed_and_ints_pass_as_floats():
 
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="share_embeddings needs tokenizer.joint"):
-        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "tokenizer.joint=false"])
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "model.target_vocabulary=all",
+                                                  "tokenizer.joint=false"])  # fmt: skip
+    with pytest.raises(ConfigError, match="share_embeddings needs model.target_vocabulary: all"):
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true"])
     with pytest.raises(ConfigError, match="fp16 needs train.device: cuda"):
         load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16", "train.device=cpu"])
     with pytest.raises(ConfigError, match="context_feeding needs model.input_feeding: false"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build import build_training, load_for_inference
+from seq2seq.build import build_training, load_for_inference, target_vocabulary
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
-from seq2seq.tokenizer import EOS, Tokenizer
+from seq2seq.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 from seq2seq.translator import Translator, auto_inter_threads
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe
@@ -67,7 +68,37 @@ def test_inter_threads_decode_batches_at_once_with_the_same_results(toy_run, toy
         torch.set_num_threads(threads)
 
 
-def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to_it(toy_run, toy_data, tmp_path):
+def test_a_target_vocabulary_is_the_target_side_of_training(toy_run, toy_run_all_pieces, toy_data, tmp_path):
+    """The recipe's default: the decoder knows the target pieces seen in training only; translations map back."""
+    payload = checkpoint.load(toy_run / "best.pt")
+    ids = payload["model"]["target_ids"].tolist()
+    assert ids == target_vocabulary(payload["target_pieces"]) and ids[:4] == [PAD, UNK, BOS, EOS]
+    t = Translator.from_run(toy_run, device="cpu")
+    assert t.model.output_ids is None and t.model.generator.out_features == len(ids) < len(t.tgt_tok)
+    sources = load_parallel("multi30k", "test_2016_flickr", "en", "fr")["src"][:40]
+    allowed = {t.tgt_tok.sp.id_to_piece(i) for i in ids}
+    for beam in (1, 4):
+        got = t.translate_n_best(sources, beam=beam)
+        assert all(set(x[0].tgt_pieces) <= allowed and x[0].tgt_pieces == t.tgt_tok.pieces(x[0].text) for x in got)
+    with pytest.raises(ValueError, match="share the target vocabulary"):
+        Translator.from_run([toy_run, toy_run_all_pieces], device="cpu")
+    # a run begun before target vocabularies (no target_ids, no such recipe key) resumes as it was
+    old = tmp_path / "old"
+    shutil.copytree(toy_run_all_pieces, old)
+    last = torch.load(old / "last.pt", weights_only=False)
+    del last["recipe"]["model"]["target_vocabulary"]
+    torch.save(last, old / "last.pt")
+    resumed = build_training(toy_recipe("train.max_steps=810", "train.valid_every=200", "model.attention=bahdanau",
+                                        "model.input_feeding=false"), old, resume=True)  # fmt: skip
+    assert resumed.model.target_ids is None and resumed.model.generator.out_features == len(t.tgt_tok)
+    resumed.fit()
+    assert checkpoint.load(old / "last.pt")["trainer"]["step"] == 810
+
+
+def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to_it(toy_run_all_pieces, toy_data,
+                                                                                      tmp_path):  # fmt: skip
+    """Runs with every piece in the output layer: greedy search takes its argmax over the pieces seen in training."""
+    toy_run = toy_run_all_pieces
     payload = torch.load(toy_run / "best.pt", weights_only=False)
     pieces = payload["target_pieces"]
     assert pieces == sorted(set(pieces)) and EOS in pieces
@@ -110,7 +141,8 @@ def test_checkpoint_averaging(toy_run, tmp_path):
     a, b = checkpoint.load(toy_run / "best.pt")["model"], checkpoint.load(toy_run / "last.pt")["model"]
     avg = checkpoint.load(out)["model"]
     for name in a:
-        torch.testing.assert_close(avg[name], (a[name] + b[name]) / 2)
+        expected = (a[name] + b[name]) / 2 if a[name].is_floating_point() else a[name]  # target_ids: kept
+        torch.testing.assert_close(avg[name], expected)
     assert Translator.from_run(toy_run, which=str(out), device="cpu").translate(["sa sb ."]) != [""]
 
 

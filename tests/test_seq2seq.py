@@ -278,3 +278,41 @@ def test_shared_beam_memory_decodes_like_one_memory_per_row(kw):
             shared, per_row, tokens = shared.select(index), per_row.select(index), tokens[index]
         assert shared.group == 1  # the last index broke the blocks
         torch.testing.assert_close(m.decode_step(tokens, shared)[0], m.decode_step(tokens, per_row)[0])
+
+
+def test_a_target_vocabulary_trains_and_decodes_in_its_own_columns():
+    """target_ids: embeddings and output layer have a row per listed piece; the loss maps pieces to columns
+    (unlisted pieces -> UNK) and scores the logits over those columns only; to_pieces maps search output back."""
+    from seq2seq.losses import token_nll
+    from seq2seq.tokenizer import UNK
+
+    ids = [0, 1, 2, 3, 4, 6, 9, 10, 13, 16]
+    m = model(attention="bahdanau", input_feeding=True, target_ids=ids)
+    assert m.generator.weight.shape[0] == m.tgt_embed.weight.shape[0] == len(ids)
+    assert m.to_pieces([4, 5, 9, 3]) == [4, 6, 16, 3]
+    tgt = [[4, 6, 9], [16, 5, 10, 13], [8, 4]]  # 5 and 8 are not listed
+    batch = collate(sentences(3), tgt)
+    columns = {p: c for c, p in enumerate(ids)}
+    to_col = torch.tensor([columns.get(p, UNK) for p in range(V)])
+    with torch.no_grad():
+        total, count = m.loss(batch)
+        logits = m(batch.src, batch.src_lengths, to_col[batch.tgt_in])
+        expected, n = token_nll(logits, to_col[batch.tgt_out], 0.0, batch.n_tokens)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, len(ids)), to_col[batch.tgt_out].reshape(-1),
+                                               ignore_index=0, reduction="sum")  # fmt: skip
+    assert count == n == 3 + 4 + 2 + 3  # the pieces and an EOS per sentence
+    torch.testing.assert_close(total, expected)
+    torch.testing.assert_close(total, ce, rtol=1e-5, atol=1e-5)
+    hyps = search.greedy(m, batch.src, batch.src_lengths, max_len_ratio=2.0)
+    assert all(0 <= t < len(ids) for h in hyps for t in h)
+    # every piece listed, in order: the model without a target vocabulary, weights and all
+    same, plain = model(target_ids=list(range(V))), model()
+    for (name, a), (_, b) in zip(same.named_parameters(), plain.named_parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(same.loss(batch)[0], plain.loss(batch)[0])
+    for bad in ([1, 2, 3, 5], [0, 1, 2, 3, 6, 5], [0, 1, 2, 3, V]):
+        with pytest.raises(ValueError, match="target_ids"):
+            model(target_ids=bad)
+    with pytest.raises(ValueError, match="share_embeddings"):
+        model(target_ids=ids, share_embeddings=True)

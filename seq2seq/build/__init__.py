@@ -15,6 +15,8 @@ from seq2seq.build.lm import lm_split_perplexity, lm_training, load_language_mod
 from seq2seq.build.regression import load_regressor, regression_training, series_split
 from seq2seq.build.translation import (
     load_for_inference,
+    target_pieces,
+    target_vocabulary,
     tokenize,
     tokenizers_from,
     train_tokenizers,
@@ -34,6 +36,8 @@ __all__ = [
     "resolve_device",
     "run_task",
     "series_split",
+    "target_pieces",
+    "target_vocabulary",
     "tokenize",
     "tokenizers_from",
     "train_tokenizers",

@@ -24,8 +24,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch.nn.Module:
-    """The task's model; translation needs both vocabulary sizes, the language model `tgt_vocab`."""
+def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0, target_ids=None) -> torch.nn.Module:
+    """The task's model; translation needs both vocabulary sizes, the language model `tgt_vocab`. target_ids:
+    translation's target vocabulary (`Seq2Seq`; None: every piece)."""
     m = recipe.model
     match recipe.task:
         case "translation":
@@ -33,7 +34,7 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0) -> torch
                 src_vocab, tgt_vocab, m.embedding_size, m.encoder_hidden, m.encoder_layers, m.bidirectional,
                 m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
                 m.share_embeddings, m.dropout, recipe.train.label_smoothing,
-                m.scheduled_sampling, m.sampling_max, m.sampling_steps, m.context_feeding, m.bridge,
+                m.scheduled_sampling, m.sampling_max, m.sampling_steps, m.context_feeding, m.bridge, target_ids,
             )  # fmt: skip
         case "regression":
             return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)

@@ -54,7 +54,10 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     if d.valid_limit:
         valid_table = valid_table.select(range(min(d.valid_limit, len(valid_table))))
     if resume:
-        src_tok, tgt_tok = tokenizers_from(checkpoint.load(run_dir / "last.pt"))
+        saved = checkpoint.load(run_dir / "last.pt")
+        src_tok, tgt_tok = tokenizers_from(saved)
+        target_ids = saved["model"].get("target_ids")  # runs begun before target vocabularies have none
+        del saved
     else:  # SentencePiece training is deterministic, so every rank gets the same models
         src_tok, tgt_tok = train_tokenizers(recipe, train_table)
         if rank == 0:
@@ -67,7 +70,10 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     train_ids = tokenize(train_table, src_tok, tgt_tok, cache)
     train_ids = train_ids.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
     valid_ids = tokenize(valid_table, src_tok, tgt_tok, None)
-    model = build_model(recipe, len(src_tok), len(tgt_tok)).to(device)
+    seen = target_pieces(train_ids)
+    if not resume:
+        target_ids = target_vocabulary(seen) if recipe.model.target_vocabulary == "seen" else None
+    model = build_model(recipe, len(src_tok), len(tgt_tok), target_ids).to(device)
     trainer = Trainer(
         model=model,
         optimizer=build_optimizer(recipe, model),
@@ -78,7 +84,7 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
         run_dir=run_dir,
         device=device,
         extra={"recipe": recipe.to_dict(), "tokenizers": {"src": src_tok.proto, "tgt": tgt_tok.proto},
-               "target_pieces": target_pieces(train_ids)},  # fmt: skip
+               "target_pieces": seen},  # fmt: skip
         is_main=rank == 0,
     )
     if resume:
@@ -119,6 +125,12 @@ def target_pieces(table: datasets.Dataset) -> list[int]:
     return np.union1d(ids, [EOS]).tolist()
 
 
+def target_vocabulary(seen: list[int]) -> list[int]:
+    """A model's target vocabulary (`Seq2Seq` target_ids) from the pieces seen on the training data's target side:
+    those and the special pieces, sorted (the specials, 0-3, come first and keep their ids)."""
+    return np.union1d(seen, range(EOS + 1)).tolist()
+
+
 def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
     protos = payload["tokenizers"]
     src = Tokenizer(protos["src"])
@@ -147,9 +159,9 @@ def load_for_inference(
             first = (recipe, src_tok, tgt_tok)
         elif (src_tok.proto, tgt_tok.proto) != (first[1].proto, first[2].proto):
             raise checkpoint.CheckpointError(f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble")
-        model = build_model(recipe, len(src_tok), len(tgt_tok))
+        model = build_model(recipe, len(src_tok), len(tgt_tok), payload["model"].get("target_ids"))
         model.load_state_dict(payload["model"])
-        if shortlist and len(paths) == 1:
+        if shortlist and len(paths) == 1 and model.target_ids is None:  # a target vocabulary needs no shortlist
             pieces = payload.get("target_pieces") or _cached_target_pieces(Path(path), recipe)
             model.output_ids = None if pieces is None else torch.tensor(pieces, device=torch_device)
         models.append(model.to(torch_device))

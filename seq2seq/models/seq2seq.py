@@ -19,6 +19,12 @@ so the upper layers' recurrence sees every past context (the point of input feed
 call over the whole target: bottom layer, attention for all steps, upper layers. Search uses the step contract:
 `encode(src, lengths) -> DecoderState`, `decode_step(tokens, state) -> (log_probs, state, attention)` and
 `state.select(index)`, `state.beams(k)`.
+
+Target vocabulary: given `target_ids` (the pieces seen on the target side of the training data, specials first),
+the decoder's embeddings and output layer have a row per one of those pieces only, and the decoder speaks column
+ids: column j is piece target_ids[j]; columns 0-3 are PAD, UNK, BOS and EOS, as the pieces are, so search needs no
+mapping. `loss` maps a batch's pieces to columns (pieces never seen in training -> UNK); `to_pieces` maps search
+output back.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
 from seq2seq.models.recurrent import Dropout, Recurrent, State, select_state
 from seq2seq.models.unrolled import BahdanauSteps, LinearSteps, LuongSteps, UnrolledLSTM
-from seq2seq.tokenizer import PAD
+from seq2seq.tokenizer import EOS, PAD, UNK
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Seq2Seq(nn.Module):
         sampling_steps: int = 4000,
         context_feeding: bool = False,
         bridge: bool = True,
+        target_ids: Tensor | list[int] | None = None,
     ) -> None:
         super().__init__()
         self.sampling = (scheduled_sampling, sampling_max, sampling_steps)
@@ -108,6 +115,22 @@ class Seq2Seq(nn.Module):
         if context_feeding and (input_feeding or decoder_layers < 2):
             raise ValueError("context_feeding needs input_feeding off and at least 2 decoder layers")
         self.cell, self.input_feeding, self.label_smoothing = cell, input_feeding, label_smoothing
+        if target_ids is not None:
+            ids = torch.as_tensor(target_ids, dtype=torch.long)
+            if share_embeddings:
+                raise ValueError("share_embeddings needs the whole vocabulary on the target side, not target_ids")
+            if ids[: EOS + 1].tolist() != list(range(EOS + 1)) or not bool((ids[1:] > ids[:-1]).all()):
+                raise ValueError("target_ids must be sorted, distinct, and start with PAD, UNK, BOS, EOS (0-3)")
+            if int(ids[-1]) >= tgt_vocab:
+                raise ValueError(f"target_ids name piece {int(ids[-1])} of a {tgt_vocab}-piece vocabulary")
+            # column of each piece (pieces the decoder does not know -> UNK); not saved: target_ids determine it
+            columns = torch.full((tgt_vocab,), UNK, dtype=torch.long)
+            columns[ids] = torch.arange(len(ids))
+            self.register_buffer("target_ids", ids)
+            self.register_buffer("columns", columns, persistent=False)
+            tgt_vocab = len(ids)
+        else:
+            self.target_ids = self.columns = None
         self.src_embed = nn.Embedding(src_vocab, embedding_size, padding_idx=PAD)
         self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab, embedding_size, padding_idx=PAD)
         self.encoder = Recurrent(embedding_size, [encoder_hidden] * encoder_layers, cell, bidirectional, dropout)
@@ -291,6 +314,14 @@ class Seq2Seq(nn.Module):
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
         """Summed token NLL (label-smoothed in training) and the number of target tokens."""
-        logits = self(batch.src, batch.src_lengths, batch.tgt_in)
+        logits = self(batch.src, batch.src_lengths, self.to_columns(batch.tgt_in))
         smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
-        return token_nll(logits, batch.tgt_out, smoothing, batch.n_tokens)
+        return token_nll(logits, self.to_columns(batch.tgt_out), smoothing, batch.n_tokens)
+
+    def to_columns(self, pieces: Tensor) -> Tensor:
+        """Target piece ids -> the decoder's column ids (the same without a target vocabulary)."""
+        return pieces if self.columns is None else self.columns[pieces]
+
+    def to_pieces(self, columns: list[int]) -> list[int]:
+        """The decoder's column ids (search output) -> target piece ids."""
+        return columns if self.target_ids is None else self.target_ids[columns].tolist()
