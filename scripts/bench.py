@@ -54,8 +54,8 @@ VARIANTS = {
                                                  "train.precision=fp32"],
     "input feeding, bahdanau, bf16 (recipes/en-fr.yaml)": ["model.input_feeding=true", "model.attention=bahdanau",
                                                            "train.precision=bf16"],
-    "input feeding, bahdanau, bf16, output layer over every piece": [
-        "model.input_feeding=true", "model.attention=bahdanau", "train.precision=bf16", "model.target_vocabulary=all"],
+    "input feeding, bahdanau, bf16, target vocabulary (seen pieces)": [
+        "model.input_feeding=true", "model.attention=bahdanau", "train.precision=bf16", "model.target_vocabulary=seen"],
     "input feeding, luong, bf16": ["model.input_feeding=true", "model.attention=luong", "train.precision=bf16"],
     "fused decoder, bahdanau, bf16": ["model.input_feeding=false", "model.attention=bahdanau", "train.precision=bf16"],
     "fused decoder, luong, bf16 (recipes/en-fr-fused.yaml)": ["model.input_feeding=false", "model.attention=luong",

@@ -72,10 +72,10 @@ def toy_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def toy_run_all_pieces(tmp_path_factory) -> Path:
-    """toy_run's training with an output layer over every piece (model.target_vocabulary: all), as every run
-    before target vocabularies had."""
-    return train_toy_run(tmp_path_factory.mktemp("toy_all"), "model.target_vocabulary=all")
+def toy_run_seen(tmp_path_factory) -> Path:
+    """toy_run's training with a target vocabulary (model.target_vocabulary: seen): embeddings and output layer
+    over the target pieces of the training data only."""
+    return train_toy_run(tmp_path_factory.mktemp("toy_seen"), "model.target_vocabulary=seen")
 
 
 def train_toy_run(root: Path, *overrides: str) -> Path:

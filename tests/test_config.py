@@ -55,7 +55,7 @@ def test_cross_field_checks():
         load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "model.target_vocabulary=all",
                                                   "tokenizer.joint=false"])  # fmt: skip
     with pytest.raises(ConfigError, match="share_embeddings needs model.target_vocabulary: all"):
-        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true"])
+        load_recipe(ROOT / "recipes/en-fr.yaml", ["model.share_embeddings=true", "model.target_vocabulary=seen"])
     with pytest.raises(ConfigError, match="fp16 needs train.device: cuda"):
         load_recipe(ROOT / "recipes/en-fr.yaml", ["train.precision=fp16", "train.device=cpu"])
     with pytest.raises(ConfigError, match="context_feeding needs model.input_feeding: false"):

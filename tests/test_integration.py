@@ -68,37 +68,34 @@ def test_inter_threads_decode_batches_at_once_with_the_same_results(toy_run, toy
         torch.set_num_threads(threads)
 
 
-def test_a_target_vocabulary_is_the_target_side_of_training(toy_run, toy_run_all_pieces, toy_data, tmp_path):
-    """The recipe's default: the decoder knows the target pieces seen in training only; translations map back."""
-    payload = checkpoint.load(toy_run / "best.pt")
+def test_a_target_vocabulary_is_the_target_side_of_training(toy_run, toy_run_seen, toy_data, tmp_path):
+    """model.target_vocabulary: seen: the decoder knows the target pieces seen in training only; translations map
+    back to pieces; a resumed run keeps its vocabulary."""
+    payload = checkpoint.load(toy_run_seen / "best.pt")
     ids = payload["model"]["target_ids"].tolist()
     assert ids == target_vocabulary(payload["target_pieces"]) and ids[:4] == [PAD, UNK, BOS, EOS]
-    t = Translator.from_run(toy_run, device="cpu")
+    t = Translator.from_run(toy_run_seen, device="cpu")
     assert t.model.output_ids is None and t.model.generator.out_features == len(ids) < len(t.tgt_tok)
-    sources = load_parallel("multi30k", "test_2016_flickr", "en", "fr")["src"][:40]
+    test = load_parallel("multi30k", "test_2016_flickr", "en", "fr")
     allowed = {t.tgt_tok.sp.id_to_piece(i) for i in ids}
     for beam in (1, 4):
-        got = t.translate_n_best(sources, beam=beam)
+        got = t.translate_n_best(test["src"], beam=beam)
         assert all(set(x[0].tgt_pieces) <= allowed and x[0].tgt_pieces == t.tgt_tok.pieces(x[0].text) for x in got)
+        assert bleu([x[0].text for x in got], [test["tgt"]]).value >= 90
     with pytest.raises(ValueError, match="share the target vocabulary"):
-        Translator.from_run([toy_run, toy_run_all_pieces], device="cpu")
-    # a run begun before target vocabularies (no target_ids, no such recipe key) resumes as it was
-    old = tmp_path / "old"
-    shutil.copytree(toy_run_all_pieces, old)
-    last = torch.load(old / "last.pt", weights_only=False)
-    del last["recipe"]["model"]["target_vocabulary"]
-    torch.save(last, old / "last.pt")
+        Translator.from_run([toy_run, toy_run_seen], device="cpu")
+    run = tmp_path / "run"
+    shutil.copytree(toy_run_seen, run)
     resumed = build_training(toy_recipe("train.max_steps=810", "train.valid_every=200", "model.attention=bahdanau",
-                                        "model.input_feeding=false"), old, resume=True)  # fmt: skip
-    assert resumed.model.target_ids is None and resumed.model.generator.out_features == len(t.tgt_tok)
+                                        "model.input_feeding=false", "model.target_vocabulary=seen"), run,
+                             resume=True)  # fmt: skip
+    assert resumed.model.target_ids.tolist() == ids
     resumed.fit()
-    assert checkpoint.load(old / "last.pt")["trainer"]["step"] == 810
+    assert checkpoint.load(run / "last.pt")["trainer"]["step"] == 810
 
 
-def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to_it(toy_run_all_pieces, toy_data,
-                                                                                      tmp_path):  # fmt: skip
+def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to_it(toy_run, toy_data, tmp_path):
     """Runs with every piece in the output layer: greedy search takes its argmax over the pieces seen in training."""
-    toy_run = toy_run_all_pieces
     payload = torch.load(toy_run / "best.pt", weights_only=False)
     pieces = payload["target_pieces"]
     assert pieces == sorted(set(pieces)) and EOS in pieces
