@@ -56,7 +56,7 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     if resume:
         saved = checkpoint.load(run_dir / "last.pt")
         src_tok, tgt_tok = tokenizers_from(saved)
-        target_ids = saved["model"].get("target_ids")  # runs begun before target vocabularies have none
+        target_ids = saved["model"].get("target_ids")  # None: a run over every piece (every run before session 12)
         del saved
     else:  # SentencePiece training is deterministic, so every rank gets the same models
         src_tok, tgt_tok = train_tokenizers(recipe, train_table)
