@@ -138,7 +138,7 @@ class Translator:
 
     def _translation(self, src_ids: Sequence[int], hyp: search.Hypothesis) -> Translation:
         sp = self.src_tok.sp
-        tokens = self.model.to_pieces(hyp.tokens) if hasattr(self.model, "to_pieces") else hyp.tokens
+        tokens = self.model.to_pieces(hyp.tokens)  # the decoder's column ids -> pieces
         return Translation(
             text=self.tgt_tok.decode([tokens])[0],
             score=hyp.score,
