@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seq2seq.models.attention import energies
 from seq2seq.models.recurrent import Recurrent, State, dropout
 
 
@@ -217,16 +218,17 @@ class LuongSteps:
 class _BahdanauStep(torch.autograd.Function):
     """Bahdanau (additive) attention for one step: projected query q (R, A), keys (R, S, A) and v (A,) in float32,
     memory (R, S, K), mask (R, S) -> context (R, K). Its (R, S, A) work runs in float32: the CPU's bf16 tanh is
-    5x slower than its float32 one (1.6 ms against 0.35 ms for 270 x 15 x 512, 2 threads). The gradients of keys,
-    v and memory are summed over the steps in `acc` and returned by the step marked `first`."""
+    5x slower than its float32 one (1.6 ms against 0.35 ms for 270 x 15 x 512, 2 threads), and as sigmoids where
+    float32 tanh is slow (`attention.energies`). The gradients of keys, v and memory are summed over the steps in
+    `acc` and returned by the step marked `first`."""
 
     @staticmethod
     def forward(ctx, q: Tensor, keys: Tensor, v: Tensor, memory: Tensor, mask: Tensor, acc: dict, first: bool):
-        e = torch.add(keys, q.float().unsqueeze(1)).tanh_()  # (R, S, A)
-        scores = torch.mv(e.flatten(0, 1), v).view(e.shape[:2])  # mv stays float32 under autocast (matmul would not)
+        e, w, how = energies(q.float().unsqueeze(1), keys, v)  # (R, S, A): tanh(q + keys) or sigmoid(2 (q + keys))
+        scores = torch.mv(e.flatten(0, 1), w).view(e.shape[:2])  # mv stays float32 under autocast (matmul would not)
         weights = torch.softmax(scores.masked_fill_(~mask, float("-inf")), dim=-1)  # (R, S) float32
         ctx.save_for_backward(e, v, memory, weights)
-        ctx.acc, ctx.first, ctx.q_dtype = acc, first, q.dtype
+        ctx.acc, ctx.first, ctx.q_dtype, ctx.sigmoid = acc, first, q.dtype, how == "sigmoid"
         return _context(weights, memory)
 
     @staticmethod
@@ -235,7 +237,11 @@ class _BahdanauStep(torch.autograd.Function):
         acc = ctx.acc
         d_context, d_scores = _context_backward(w, memory, d_context)
         d_v = torch.mm(d_scores.reshape(1, -1), e.reshape(-1, e.shape[-1])).squeeze(0)
-        slope = torch.addcmul(torch.ones((), device=e.device), e, e, value=-1)  # tanh' = 1 - e^2, (R, S, A)
+        if ctx.sigmoid:  # e = sigmoid(2x): tanh(x) = 2e - 1, tanh'(x) = 4 e (1 - e)
+            d_v = d_v.mul_(2)  # tanh's d_v is this minus sum(dS), which is 0: dS is a softmax's gradient
+            slope, v = torch.addcmul(e, e, e, value=-1), v * 4  # (R, S, A); the 4 joins v
+        else:
+            slope = torch.addcmul(torch.ones((), device=e.device), e, e, value=-1)  # tanh' = 1 - e^2, (R, S, A)
         # dL/d(keys + q) = slope * v * dS: its sum over S is one (1 x S) product per row, and v multiplies the
         # keys' gradient once, after the sum over steps (2 passes over (R, S, A) per step instead of 4)
         d_q = (torch.bmm(d_scores.unsqueeze(1), slope).squeeze(1) * v).to(ctx.q_dtype)
