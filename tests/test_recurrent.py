@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seq2seq.models import activation
 from seq2seq.models.recurrent import CELLS, Dropout, Recurrent, dropout, reverse_padded
 
 torch.manual_seed(0)
@@ -102,10 +103,13 @@ def test_padded_run_without_final_state_equals_the_packed_run_and_its_gradients(
         torch.testing.assert_close(g_padded, g, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("how", activation.KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_one_step_lstm_decoding_path_equals_the_fused_kernel(dtype):
+def test_one_step_lstm_decoding_path_equals_the_fused_kernel(dtype, how, monkeypatch):
     """Without autograd, a one-step call on the CPU takes Recurrent._lstm_step (one matmul per layer); stepping a
-    sequence through it gives what the fused kernel gives for the whole sequence, and the state it carries."""
+    sequence through it gives what the fused kernel gives for the whole sequence, and the state it carries (its
+    tanh computed by torch.tanh or as sigmoids)."""
+    monkeypatch.setattr(activation, "_cpu_tanh", how)
     rnn = Recurrent(5, [6, 7], "lstm").eval().to(dtype)
     x = torch.randn(3, 4, 5, dtype=dtype)
     h0 = [(torch.randn(1, 3, n, dtype=dtype), torch.randn(1, 3, n, dtype=dtype)) for n in (6, 7)]
@@ -134,3 +138,28 @@ def test_one_step_path_sees_updated_weights():
         expected, _ = rnn.layers[0](x, h)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tanh_as_sigmoids_is_tanh(monkeypatch):
+    x = torch.linspace(-12, 12, 4001)
+    gates = torch.randn(7, 4 * 5) * 4
+    expected = torch.cat([gates[:, :10].sigmoid(), gates[:, 10:15].tanh(), gates[:, 15:].sigmoid()], 1)
+    for how in activation.KINDS:
+        monkeypatch.setattr(activation, "_cpu_tanh", how)
+        assert activation.via_sigmoid(x) == (how == "sigmoid")
+        assert not activation.via_sigmoid(x.bfloat16())  # bf16 tanh is torch's own vector code
+        torch.testing.assert_close(activation.tanh(x), torch.tanh(x), rtol=0, atol=3e-7)
+        torch.testing.assert_close(activation.lstm_gates_(gates.clone()), expected, rtol=0, atol=3e-7)
+
+
+def test_the_tanh_setting_is_checked(monkeypatch):
+    monkeypatch.setattr(activation, "_cpu_tanh", None)
+    monkeypatch.setenv("SEQ2SEQ_TANH", "sigmoid")
+    assert activation.cpu_tanh() == "sigmoid"
+    monkeypatch.setattr(activation, "_cpu_tanh", None)
+    monkeypatch.setenv("SEQ2SEQ_TANH", "tan")
+    with pytest.raises(ValueError, match="SEQ2SEQ_TANH must be one of tanh, sigmoid, got 'tan'"):
+        activation.cpu_tanh()
+    monkeypatch.setattr(activation, "_cpu_tanh", None)
+    monkeypatch.delenv("SEQ2SEQ_TANH")
+    assert activation.cpu_tanh() in activation.KINDS  # timed on this CPU

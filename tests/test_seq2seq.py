@@ -113,20 +113,21 @@ def test_unrolled_input_feeding_loop_trains_like_the_plain_loop(attention, layer
 
 
 @pytest.mark.parametrize("input_feeding", [True, False])
-def test_bahdanau_energies_as_sigmoids_train_like_tanh(monkeypatch, input_feeding):
-    """tanh(x) = 2 sigmoid(2x) - 1 with the affine part folded into v: the same logits and parameter gradients
-    (float32) through the unrolled input-feeding loop's hand-written backward and through autograd, and the same
-    decoding step."""
-    from seq2seq.models import attention
+def test_tanh_as_sigmoids_trains_and_decodes_like_tanh(monkeypatch, input_feeding):
+    """tanh(x) = 2 sigmoid(2x) - 1 (Bahdanau's energies with the affine part folded into v, the LSTM gates): the same
+    logits and parameter gradients (float32) through the unrolled input-feeding loop's hand-written backward and
+    through autograd, and the same decoding step (the one-step LSTM path)."""
+    from seq2seq.models import activation
 
     m = model(attention="bahdanau", input_feeding=input_feeding).train()
     batch = collate(sentences(5), sentences(5, hi=9, seed=2))
     results = {}
-    for how in attention.ENERGIES:
-        monkeypatch.setattr(attention, "_cpu_energy", how)
+    for how in activation.KINDS:
+        monkeypatch.setattr(activation, "_cpu_tanh", how)
         with torch.no_grad():
             state = m.encode(batch.src, batch.src_lengths)
-            step = m.decode_step(batch.tgt_in[:, 0], state)
+            _, state, _ = m.decode_step(batch.tgt_in[:, 0], state)
+            step = m.decode_step(batch.tgt_in[:, 1], state)
         results[how] = _outputs_and_gradients(m, batch), step
     (tanh, tanh_step), (sigmoid, sigmoid_step) = results["tanh"], results["sigmoid"]
     torch.testing.assert_close(sigmoid[0], tanh[0], rtol=1e-5, atol=1e-6)
@@ -134,21 +135,6 @@ def test_bahdanau_energies_as_sigmoids_train_like_tanh(monkeypatch, input_feedin
         torch.testing.assert_close(sigmoid[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
     for a, b in zip(sigmoid_step[::2], tanh_step[::2]):  # log-probabilities and attention weights
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_the_energy_setting_is_checked(monkeypatch):
-    from seq2seq.models import attention
-
-    monkeypatch.setattr(attention, "_cpu_energy", None)
-    monkeypatch.setenv("SEQ2SEQ_ENERGY", "sigmoid")
-    assert attention.cpu_energy() == "sigmoid"
-    monkeypatch.setattr(attention, "_cpu_energy", None)
-    monkeypatch.setenv("SEQ2SEQ_ENERGY", "tan")
-    with pytest.raises(ValueError, match="SEQ2SEQ_ENERGY must be one of tanh, sigmoid, got 'tan'"):
-        attention.cpu_energy()
-    monkeypatch.setattr(attention, "_cpu_energy", None)
-    monkeypatch.delenv("SEQ2SEQ_ENERGY")
-    assert attention.cpu_energy() in attention.ENERGIES  # timed on this CPU
 
 
 def _adam_losses(m: Seq2Seq, batch, steps: int = 40) -> list[float]:

@@ -7,60 +7,26 @@ The key projections do not depend on the query, so `project_keys` runs once per 
 Bahdanau's energies tanh(W_q q + W_k k) run in float32 under bf16 autocast too: on the CPU a bf16 tanh over
 270 x 15 x 512 values takes 1.6 ms against 0.35 ms in float32 (2 threads, Intel Sapphire Rapids).
 
-On some CPUs float32 tanh is slow: on an AMD EPYC (Zen 4) with torch 2.13's CPU build it ran at 0.7 billion values
-per second against 4 billion for sigmoid (2 threads); torch computes it with MKL's vector math library, sigmoid
-with its own vector code. There `energies` computes them as sigmoids, tanh(x) = 2 sigmoid(2x) - 1, and folds the affine part into
-v: v . tanh(x) = 2v . sigmoid(2x) - sum(v), and a constant per row changes no softmax. `cpu_energy` decides once
-per process by timing both on the CPU; SEQ2SEQ_ENERGY=tanh|sigmoid sets it.
+Where float32 tanh is slow (`activation.cpu_tanh`), `energies` computes them as sigmoids, tanh(x) = 2 sigmoid(2x) -
+1, and folds the affine part into v: v . tanh(x) = 2v . sigmoid(2x) - sum(v), and a constant per row changes no
+softmax.
 """
 
 from __future__ import annotations
 
-import os
-import time
-
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models.activation import via_sigmoid
+
 KINDS = ("bahdanau", "luong")
-ENERGIES = ("tanh", "sigmoid")
-_cpu_energy: str | None = None  # decided on first use: cpu_energy()
-
-
-def cpu_energy() -> str:
-    """How Bahdanau energies run on the CPU in this process: "tanh", or "sigmoid" where this CPU computes float32
-    sigmoid more than 1.5x faster than tanh (timed once, on 2^18 values) or SEQ2SEQ_ENERGY says so."""
-    global _cpu_energy
-    if _cpu_energy is None:
-        chosen = os.environ.get("SEQ2SEQ_ENERGY", "")
-        if chosen and chosen not in ENERGIES:
-            raise ValueError(f"SEQ2SEQ_ENERGY must be one of {', '.join(ENERGIES)}, got {chosen!r}")
-        _cpu_energy = chosen or ("sigmoid" if _fastest(torch.sigmoid, torch.tanh) else "tanh")
-    return _cpu_energy
-
-
-def _fastest(a, b) -> bool:
-    """Whether float32 a(x) runs more than 1.5x faster than b(x) here (best of 5 runs each)."""
-    x = torch.linspace(-4, 4, 1 << 18)
-    out = torch.empty_like(x)
-
-    def best(f) -> float:
-        f(x, out=out)
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            f(x, out=out)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return 1.5 * best(a) < best(b)
 
 
 def energies(q: Tensor, keys: Tensor, v: Tensor) -> tuple[Tensor, Tensor, str]:
     """Bahdanau's energies of the float32 query projections q and keys (broadcast against each other), v (A,)
     -> (e, w, how): e . w equals v . tanh(q + keys) up to a constant per row. how "tanh": e = tanh(q + keys), w = v;
     "sigmoid": e = sigmoid(2 (q + keys)), w = 2v (the constant is -sum(v))."""
-    how = cpu_energy() if q.device.type == "cpu" else "tanh"
+    how = "sigmoid" if via_sigmoid(q) else "tanh"
     if how == "sigmoid":
         return torch.add(q * 2, keys, alpha=2).sigmoid_(), v * 2, how
     return torch.add(q, keys).tanh_(), v, how

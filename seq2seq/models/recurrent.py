@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.models.activation import lstm_gates_, tanh
+
 CELLS = ("lstm", "gru", "rnn", "peephole")
 State = list[tuple[Tensor, ...]]
 
@@ -211,12 +213,9 @@ class Recurrent(nn.Module):
             weight, bias = _joined_lstm_weights(layer, dtype)
             H = layer.hidden_size
             gates = torch.addmm(bias, torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1), weight.t()).float()
-            i, f, g, o = gates.split(H, dim=1)  # gate order i, f, g, o; the nonlinearities in place
-            gates[:, : 2 * H].sigmoid_()
-            g.tanh_()
-            o.sigmoid_()
+            i, f, g, o = lstm_gates_(gates).split(H, dim=1)  # gate order i, f, g, o; the nonlinearities in place
             c_new = (f * c[0]).addcmul_(i, g)
-            h_new = torch.tanh(c_new).mul_(o).to(dtype)
+            h_new = tanh(c_new).mul_(o).to(dtype)
             new_state.append((h_new.unsqueeze(0), c_new.to(dtype).unsqueeze(0)))
             h_in = h_new
         return h_in.unsqueeze(1), new_state

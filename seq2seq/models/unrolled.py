@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seq2seq.models.activation import lstm_gates_, tanh
 from seq2seq.models.attention import energies
 from seq2seq.models.recurrent import Recurrent, State, dropout
 
@@ -99,14 +100,10 @@ class _LSTMStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, x: Tensor, h: Tensor, c: Tensor, weight: Tensor, kept: _Kept, t: int):
         inp = kept.input(t, (x, h))
-        gates = torch.addmm(pre, inp, weight.t()).float()
-        H = c.shape[1]
-        gates[:, : 2 * H].sigmoid_()
-        gates[:, 2 * H : 3 * H].tanh_()
-        gates[:, 3 * H :].sigmoid_()
-        i, f, g, o = gates.split(H, dim=1)
+        gates = lstm_gates_(torch.addmm(pre, inp, weight.t()).float())
+        i, f, g, o = gates.split(c.shape[1], dim=1)
         c_new = torch.addcmul(f * c, i, g)
-        tanh_c = torch.tanh(c_new)
+        tanh_c = tanh(c_new)
         ctx.save_for_backward(c, gates, tanh_c, weight)
         ctx.kept, ctx.t, ctx.pre_dims, ctx.x_size = kept, t, pre.dim(), x.shape[1]
         return (o * tanh_c).to(inp.dtype), c_new
