@@ -1,7 +1,8 @@
 """Speed benchmarks; each result is one JSON line on stdout. Run them on a quiet machine.
 
     python scripts/bench.py train  [--steps 30]          # LSTM-medium variants on real Multi30k batches
-    python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr, fp32 reference first
+    python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr, fp32 reference first,
+                                                         # int8 last (CPU), then interactive latency
     python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
@@ -327,6 +328,10 @@ def bench_decode(args) -> None:
     reference.translate(sources[:64])  # warm-up
     full = Translator.from_run(args.run_dir, device=args.device, shortlist=False)  # greedy without the shortlist
     full.translate(sources[:64])
+    # int8 products in the decoder (seq2seq/models/int8.py; CPU only), in the default batch
+    int8 = Translator.from_run(args.run_dir, device=args.device, precision="int8") if args.device == "cpu" else None
+    if int8 is not None:
+        int8.translate(sources[:64])
     threads = torch.get_num_threads()
     for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
         # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
@@ -337,6 +342,8 @@ def bench_decode(args) -> None:
             variants.append((full, variants[-1][1], 1))  # models with a target vocabulary have no use for
         if threads > 1 and translator.device.type == "cpu":
             variants.append((translator, variants[-1][1], 2))
+        if int8 is not None:
+            variants += [(int8, variants[-1][1], n) for n in dict.fromkeys([1, min(threads, 2)])]
         for model, batch_size, inter_threads in variants:
             model.inter_threads = inter_threads
             seconds = []  # two passes: the first pays oneDNN's one-time setup of each new matrix shape
@@ -354,15 +361,16 @@ def bench_decode(args) -> None:
                               "second_pass_sentences_per_s": len(sources) / seconds[1],
                               "device": device_name(torch.device(args.device)),
                               "tanh": cpu_tanh() if args.device == "cpu" else "tanh"}), flush=True)  # fmt: skip
-    translator.inter_threads = 1
-    latencies = []
-    for line in sources[:100]:
-        start = time.perf_counter()
-        translator.translate([line], beam=5)
-        latencies.append(time.perf_counter() - start)
-    latencies.sort()
-    print(json.dumps({"bench": "interactive latency, beam 5", "p50_ms": 1000 * latencies[50],
-                      "p90_ms": 1000 * latencies[90]}), flush=True)  # fmt: skip
+    for model in filter(None, (translator, int8)):
+        model.inter_threads = 1
+        latencies = []
+        for line in sources[:100]:
+            start = time.perf_counter()
+            model.translate([line], beam=5)
+            latencies.append(time.perf_counter() - start)
+        latencies.sort()
+        print(json.dumps({"bench": "interactive latency, beam 5", "weights": model.precision,
+                          "p50_ms": 1000 * latencies[50], "p90_ms": 1000 * latencies[90]}), flush=True)  # fmt: skip
 
 
 def main() -> None:

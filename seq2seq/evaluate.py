@@ -16,7 +16,7 @@ from pathlib import Path
 from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.data.corpora import DataError
-from seq2seq.translate import at_least_one
+from seq2seq.translate import INT8_HELP, at_least_one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-vocabulary", action="store_true",
                         help="greedy search with a model trained with model.target_vocabulary: all: argmax over "
                         "every target piece, not only those seen in training")
+    parser.add_argument("--int8", action="store_true", help=INT8_HELP)
     parser.add_argument("--lowercase-tokenized", action="store_true",
                         help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")
     parser.add_argument("--output", type=Path, help="where to write the translations")
@@ -57,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.metrics import all_scores
 
         translator = load_for_inference(args.run_dirs, args.checkpoint, args.device, inter_threads=args.inter_threads,
-                                        shortlist=not args.full_vocabulary)  # fmt: skip
+                                        shortlist=not args.full_vocabulary,
+                                        precision="int8" if args.int8 else None)  # fmt: skip
         d = translator.recipe.data
         table = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang, d.hub_config)
         options = {"alpha": args.alpha} if beam > 1 else {}
         start = time.time()
         hyps = translator.translate(table["src"], beam=beam, batch_size=args.batch_size, **options)
         seconds = time.time() - start
-    except (CheckpointError, DataError, OSError) as e:
+    except (CheckpointError, DataError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.output or args.run_dirs[0] / f"hyps.{args.split}.{d.tgt_lang}"

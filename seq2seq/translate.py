@@ -25,6 +25,10 @@ def at_least_one(text: str) -> int:
     return value
 
 
+INT8_HELP = ("CPU: the decoder's matrix products in 8-bit integers, the rest in bf16 (seq2seq/models/int8.py; "
+             "faster, translations nearly the same: README, Speed)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -48,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--full-vocabulary", action="store_true", help="greedy search with a model trained with "
                    "model.target_vocabulary: all: take the argmax over every target piece, not only over those seen in "
                    "training (the default shortlist, which is faster)")
+    p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
     p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
     return p.parse_args(argv)
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
         extra = {"max_len_ratio": args.max_len_ratio} if args.max_len_ratio else {}
         extra.update(inter_threads=args.inter_threads, shortlist=not args.full_vocabulary)
+        if args.int8:
+            extra["precision"] = "int8"
         translator = Translator.from_run(args.run_dirs, args.checkpoint, args.device, **extra)
         if not args.input and sys.stdin.isatty():
             interactive(translator, args, options)

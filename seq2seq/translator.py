@@ -130,7 +130,7 @@ class Translator:
     def search(self, src_ids: Sequence[Sequence[int]], beam: int, n_best: int, **options):
         src = pad(src_ids).to(self.device)
         lengths = torch.tensor([len(s) for s in src_ids], dtype=torch.long)
-        with autocast(self.device, self.precision):
+        with autocast(self.device, "bf16" if self.precision == "int8" else self.precision):  # int8: models/int8.py
             if beam <= 1:
                 return [[h] for h in search.sample(self.model, src, lengths, self.max_len_ratio, **options)]
             return search.beam_search(self.model, src, lengths, beam, n_best, max_len_ratio=self.max_len_ratio,

@@ -17,6 +17,7 @@ from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
 from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
+from seq2seq.models.int8 import quantize_decoder
 from seq2seq.tokenizer import EOS, Tokenizer
 from seq2seq.trainer import Trainer
 from seq2seq.translator import Translator
@@ -168,7 +169,11 @@ def load_for_inference(
     recipe, src_tok, tgt_tok = first
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
     precision = precision or recipe.train.precision
-    if precision in LOW_PRECISION:  # store the weights in that type: autocast would re-cast them at every step
+    if precision == "int8":  # the decoder's products in int8 (quantized from float32), the rest in bf16
+        if torch_device.type != "cpu":
+            raise ValueError(f"int8 decoding runs on the CPU, not on {torch_device}: use bf16 there (the default)")
+        models = [quantize_decoder(m.eval()).to(torch.bfloat16) for m in models]
+    elif precision in LOW_PRECISION:  # store the weights in that type: autocast would re-cast them at every step
         models = [m.to(LOW_PRECISION[precision]) for m in models]
     model = models[0] if len(models) == 1 else Ensemble(models)
     return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)

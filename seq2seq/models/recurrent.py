@@ -146,6 +146,7 @@ class Recurrent(nn.Module):
             self.layers.append(layer)
             size = hidden * self.directions
         self.output_size = size
+        self.step_weights: nn.ModuleList | None = None  # int8 step products for decoding (models/int8.py)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -209,10 +210,13 @@ class Recurrent(nn.Module):
         wins nothing at 320 rows. Same result as nn.LSTM up to rounding (tests/test_recurrent.py)."""
         h_in, new_state = x[:, 0], []
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        for layer, (h, c) in zip(self.layers, state):
-            weight, bias = _joined_lstm_weights(layer, dtype)
-            H = layer.hidden_size
-            gates = torch.addmm(bias, torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1), weight.t()).float()
+        for n, (layer, (h, c)) in enumerate(zip(self.layers, state)):
+            H, joined = layer.hidden_size, torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1)
+            if self.step_weights is not None:  # int8 products (seq2seq/models/int8.py)
+                gates = self.step_weights[n](joined)
+            else:
+                weight, bias = _joined_lstm_weights(layer, dtype)
+                gates = torch.addmm(bias, joined, weight.t()).float()
             i, f, g, o = lstm_gates_(gates).split(H, dim=1)  # gate order i, f, g, o; the nonlinearities in place
             c_new = (f * c[0]).addcmul_(i, g)
             h_new = tanh(c_new).mul_(o).to(dtype)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from seq2seq.data.batching import Batch
 from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
+from seq2seq.models.int8 import Int8Linear
 from seq2seq.models.recurrent import Dropout, Recurrent, State, select_state
 from seq2seq.models.unrolled import BahdanauSteps, LinearSteps, LuongSteps, UnrolledLSTM
 from seq2seq.tokenizer import EOS, PAD, UNK
@@ -298,6 +299,8 @@ class Seq2Seq(nn.Module):
         column j being piece output_ids[j]; for an argmax, not for scores (their normalizer needs every piece)."""
         o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
         if shortlist and not normalize and self.output_ids is not None:
+            if isinstance(self.generator, Int8Linear):
+                return self._int8_shortlist()(o), state, weights
             return F.linear(o, self._shortlist_weight()), state, weights
         logits = self.generator(o)
         return (F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits), state, weights
@@ -310,6 +313,14 @@ class Seq2Seq(nn.Module):
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 cached = self._shortlist = (key, weight.index_select(0, ids.to(weight.device)))
+        return cached[1]
+
+    def _int8_shortlist(self) -> Int8Linear:
+        """The int8 output layer's rows of `output_ids`, kept while the layer and the shortlist are unchanged."""
+        key = (id(self.generator), self.output_ids.data_ptr(), self.output_ids.numel())
+        cached = getattr(self, "_int8_rows", None)
+        if cached is None or cached[0] != key:
+            cached = self._int8_rows = (key, self.generator.rows(self.output_ids))
         return cached[1]
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:

@@ -1,0 +1,109 @@
+"""Int8 decoding on the CPU: the decoder's matrix products in 8-bit integers (`python -m seq2seq.translate --int8`).
+
+Each weight matrix is quantized once, per output row (scale = the row's largest magnitude / 127); each product's input
+is quantized per row as it comes (dynamic quantization, as CTranslate2's int8 compute type). torch._int_mm multiplies
+the int8 matrices into int32 (oneDNN, VNNI on x86), and y = (x_q W_q^T) * s_x * s_w + b rescales. On the AMD EPYC of
+sessions 11-14 (avx512_vnni, 2 threads) the int8 product runs at 0.77-0.84 TOPS against 0.37-0.43 TFLOP/s in bf16,
+and with the quantization of its input and the rescaling 1.45-1.6x faster: 510 rows x 512 -> 8,000 (the output layer
+in beam 5) 7.3 ms against 11.1; 510 x 1,280 -> 2,048 (the first decoder layer's gates) 4.6 ms against 7.0. Half the
+bytes of bf16 also halves what a small batch reads: 5 rows x 512 -> 8,000 0.22 ms against 0.41.
+
+Quantized: the unidirectional LSTM layers' step product [x; h] (W_ih | W_hh)^T + b, Bahdanau's query projection, the
+combination layer and the output layer (with its shortlist). The encoder, the attention over the memory and the
+nonlinearities stay as they are (bf16 autocast). Only for inference: the quantized modules have no gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def available() -> str | None:
+    """None when int8 products run here, else why not."""
+    if not hasattr(torch, "_int_mm"):
+        return f"this torch ({torch.__version__}) has no torch._int_mm"
+    return None
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x (M, K) -> int8 values (M, K), float32 scales (M, 1) with x ~ values * scales; each row's largest magnitude
+    maps to 127 (symmetric: -128 is never used, so no product overflows its int32 sum at K < 2^17)."""
+    x = x.float()
+    scale = x.abs().amax(1, keepdim=True).clamp_min_(1e-30).div_(127)
+    return torch.div(x, scale).round_().clamp_(-127, 127).to(torch.int8), scale
+
+
+class Int8Linear(nn.Module):
+    """A linear layer y = x W^T + b with W in int8 (per row), x quantized per row at each call; y in float32."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        super().__init__()
+        with torch.no_grad():
+            q, scale = quantize_rows(weight.detach())
+        self.register_buffer("weight", q)  # (N, K) int8
+        self.register_buffer("scale", scale.view(1, -1))  # (1, N) float32
+        self.register_buffer("bias", None if bias is None else bias.detach().float().view(1, -1))
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        return cls(linear.weight, linear.bias)
+
+    def _apply(self, fn, recurse=True):
+        """Moves with the model, but a cast of the model (model.to(torch.bfloat16)) keeps the scales in float32."""
+        super()._apply(fn, recurse)
+        self.scale = self.scale.float()
+        if self.bias is not None:
+            self.bias = self.bias.float()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., K) in any float type -> (..., N) float32."""
+        shape = x.shape
+        xq, s = quantize_rows(x.reshape(-1, shape[-1]))
+        y = torch._int_mm(xq, self.weight.t()).float().mul_(s).mul_(self.scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.view(*shape[:-1], self.out_features)
+
+    def rows(self, ids: Tensor) -> Int8Linear:
+        """The layer of the outputs `ids` only (an output shortlist), quantized alike."""
+        out = Int8Linear.__new__(Int8Linear)
+        nn.Module.__init__(out)
+        ids = ids.to(self.weight.device)
+        out.register_buffer("weight", self.weight.index_select(0, ids))
+        out.register_buffer("scale", self.scale.index_select(1, ids))
+        out.register_buffer("bias", None if self.bias is None else self.bias.index_select(1, ids))
+        out.in_features, out.out_features = self.in_features, ids.numel()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_lstm_steps(recurrent: nn.Module) -> None:
+    """Give a unidirectional LSTM `Recurrent` int8 step products (`Recurrent.step_weights`): one Int8Linear per
+    layer over [x; h], with the bias b_ih + b_hh."""
+    layers = []
+    for layer in recurrent.layers:
+        weight = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).float()
+        layers.append(Int8Linear(weight, layer.bias_ih_l0.float() + layer.bias_hh_l0.float()))
+    recurrent.step_weights = nn.ModuleList(layers)
+
+
+def quantize_decoder(model: nn.Module) -> nn.Module:
+    """A translation model (Seq2Seq) for int8 decoding, in place; returns it. Call on the float32 model (before a
+    cast to bf16), in eval mode: it is for inference only."""
+    if reason := available():
+        raise RuntimeError(f"int8 decoding is not available: {reason}")
+    if model.training:
+        raise ValueError("quantize_decoder is for inference: call model.eval() first")
+    for recurrent in (model.decoder, model.upper):
+        if recurrent is not None and recurrent.cell == "lstm" and recurrent.directions == 1:
+            quantize_lstm_steps(recurrent)
+    if model.attention.kind == "bahdanau":
+        model.attention.query_proj = Int8Linear.from_linear(model.attention.query_proj)
+    model.combine = Int8Linear.from_linear(model.combine)
+    model.generator = Int8Linear.from_linear(model.generator)
+    return model
