@@ -47,8 +47,8 @@ class Attention(nn.Module):
 
     def project_keys(self, memory: Tensor) -> Tensor:
         """memory (B, S, K) -> keys (B, S, A) for bahdanau (float32: see forward), (B, S, Q) for luong."""
-        keys = self.key_proj(memory)
-        return keys.float() if self.kind == "bahdanau" else keys
+        keys = self.key_proj(memory)  # an int8 key_proj (models/int8.py) gives float32: luong's keys go back to bf16
+        return keys.float() if self.kind == "bahdanau" else keys.to(memory.dtype)
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """query (B, Tq, Q), keys from `project_keys`, memory (B, S, K), mask (B, S) True at real tokens
