@@ -131,3 +131,15 @@ def test_every_decoder_variant_decodes_with_int8_products(variant):
             assert log_probs_q.dtype == torch.float32 and log_probs_q.shape == log_probs.shape
             gaps.append((log_probs_q - log_probs).abs().max().item())
     assert max(gaps) < 0.01, gaps  # 0.0001-0.0035 measured (bf16 kernels for the GRU and plain RNN cells)
+
+
+def test_an_int8_ensemble_of_one_model_twice_equals_the_int8_model(toy_run):
+    single = load_for_inference(toy_run, "best", "cpu", "int8")
+    double = load_for_inference([toy_run, toy_run], "best", "cpu", "int8")
+    assert all(isinstance(m.generator, Int8Linear) for m in double.model.models)
+    src = ["sa sb sc sd .", "st sk sa .", "sq sr ss st sa sb ."]
+    for beam in (1, 3):
+        a, b = single.translate_n_best(src, beam=beam), double.translate_n_best(src, beam=beam)
+        assert [x[0].text for x in a] == [x[0].text for x in b]
+        for x, y in zip(a, b):  # float32 log-probabilities both ways (int8 logits are float32): rounding only
+            assert x[0].score == pytest.approx(y[0].score, abs=1e-4 * (len(x[0].tgt_pieces) + 1))
