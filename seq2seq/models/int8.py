@@ -42,10 +42,13 @@ class Int8Linear(nn.Module):
         super().__init__()
         with torch.no_grad():
             q, scale = quantize_rows(weight.detach())
+        self._set(q, scale.view(1, -1), None if bias is None else bias.detach().float().view(1, -1))
+
+    def _set(self, q: Tensor, scale: Tensor, bias: Tensor | None) -> None:
         self.register_buffer("weight", q)  # (N, K) int8
-        self.register_buffer("scale", scale.view(1, -1))  # (1, N) float32
-        self.register_buffer("bias", None if bias is None else bias.detach().float().view(1, -1))
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("scale", scale)  # (1, N) float32
+        self.register_buffer("bias", bias)  # (1, N) float32 or None
+        self.in_features, self.out_features = q.shape[1], q.shape[0]
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -70,13 +73,10 @@ class Int8Linear(nn.Module):
 
     def rows(self, ids: Tensor) -> Int8Linear:
         """The layer of the outputs `ids` only (an output shortlist), quantized alike."""
-        out = Int8Linear.__new__(Int8Linear)
+        out, ids = Int8Linear.__new__(Int8Linear), ids.to(self.weight.device)
         nn.Module.__init__(out)
-        ids = ids.to(self.weight.device)
-        out.register_buffer("weight", self.weight.index_select(0, ids))
-        out.register_buffer("scale", self.scale.index_select(1, ids))
-        out.register_buffer("bias", None if self.bias is None else self.bias.index_select(1, ids))
-        out.in_features, out.out_features = self.in_features, ids.numel()
+        bias = None if self.bias is None else self.bias.index_select(1, ids)
+        out._set(self.weight.index_select(0, ids), self.scale.index_select(1, ids), bias)
         return out
 
     def extra_repr(self) -> str:
