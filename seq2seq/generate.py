@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from seq2seq.build import load_language_model
 
         _, model, vocab = load_language_model(args.run_dir, args.checkpoint, args.device)
-    except (CheckpointError, OSError) as e:
+    except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None

@@ -195,6 +195,25 @@ def test_fp16_without_a_gpu_is_a_clear_error_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_device_that_is_not_there_is_a_one_line_error(toy_run):
+    """translate and evaluate report an unknown device and CUDA without a GPU in one line, with no traceback."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # torch sees no GPU, even on a machine with one
+    for module, device, message in [("seq2seq.translate", "tpu0", b"unknown device 'tpu0'"),
+                                    ("seq2seq.translate", "cuda", b"sees no CUDA GPU: use the CPU"),
+                                    ("seq2seq.evaluate", "cuda", b"sees no CUDA GPU: use the CPU")]:  # fmt: skip
+        r = run_cli(module, str(toy_run), "--device", device, env=env, stdin=b"sa sb .\n")
+        assert r.returncode == 2 and r.stderr.startswith(b"error: ") and message in r.stderr, (module, r.stderr)
+
+
+def test_int8_on_cuda_is_a_clear_error_before_loading(toy_run, monkeypatch):
+    from seq2seq.build import translation
+
+    monkeypatch.setattr(translation, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(translation.checkpoint, "load", lambda path: pytest.fail("loaded a checkpoint first"))
+    with pytest.raises(ValueError, match="int8 decoding runs on the CPU, not on cuda: add --device cpu"):
+        translation.load_for_inference(toy_run, "best", "auto", "int8")
+
+
 def test_corrupt_checkpoint_is_a_clear_error(toy_data, tmp_path):
     bad = tmp_path / "run"
     bad.mkdir()

@@ -272,6 +272,13 @@ def test_generate_reads_prompts_from_stdin(lm_run, monkeypatch, capsys):
     assert out.startswith("the cat") and out.count("\n") == 2  # one line per prompt
 
 
+def test_generate_on_a_device_that_is_not_there_is_a_one_line_error(lm_run, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for device, message in [("cuda", "sees no CUDA GPU: use the CPU"), ("tpu0", "unknown device 'tpu0'")]:
+        assert generate.main([str(lm_run), "--device", device, "--prompt", "the"]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_generate_names_the_line_of_invalid_utf8_on_a_pipe(lm_run, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"the cat\nthe \xff dog\n")))
     assert generate.main([str(lm_run), "--max-tokens", "3"]) == 2

@@ -7,18 +7,24 @@ from pathlib import Path
 import torch
 import yaml
 
-from seq2seq.config import Recipe
+from seq2seq.config import ConfigError, Recipe
 from seq2seq.models.lm import LanguageModel
 from seq2seq.models.regressor import Regressor
 from seq2seq.models.seq2seq import Seq2Seq
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto | cpu | cuda[:N] -> the device; ConfigError (a ValueError, which every command reports in one line) for a
+    name torch does not know, or CUDA without a GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but torch sees no CUDA GPU; use train.device=cpu")
+        raise ConfigError(f"device {name!r} was asked for, but torch sees no CUDA GPU: use the CPU (train.device=cpu "
+                          "in a recipe, --device cpu on the command line)")
     if device.type == "cuda" and device.index is None:  # under torchrun, the GPU train.py selected for this rank
         device = torch.device("cuda", torch.cuda.current_device())
     return device

@@ -151,6 +151,9 @@ def load_for_inference(
     model is unsure), 0.05-0.2 BLEU lower on Multi30k val. False: the whole vocabulary everywhere."""
     paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     torch_device = resolve_device(device)
+    if precision == "int8" and torch_device.type != "cpu":  # the decoder's products in int8: models/int8.py
+        raise ValueError(f"int8 decoding runs on the CPU, not on {torch_device}: add --device cpu, or leave out "
+                         "--int8 (bf16, the default)")
     models, first = [], None
     for path in paths:
         payload = checkpoint.load(checkpoint.find(path, which))
@@ -170,8 +173,6 @@ def load_for_inference(
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
     precision = precision or recipe.train.precision
     if precision == "int8":  # the decoder's products in int8 (quantized from float32), the rest in bf16
-        if torch_device.type != "cpu":
-            raise ValueError(f"int8 decoding runs on the CPU, not on {torch_device}: use bf16 there (the default)")
         models = [quantize_decoder(m.eval()).to(torch.bfloat16) for m in models]
     elif precision in LOW_PRECISION:  # store the weights in that type: autocast would re-cast them at every step
         models = [m.to(LOW_PRECISION[precision]) for m in models]
