@@ -90,6 +90,8 @@ def translate_stream(translator, stream, out, args, options) -> None:
 
 
 def interactive(translator, args, options) -> None:
+    options = {**options, "attention": bool(args.attention or args.plot_attention)}  # kept only when shown: faster
+
     def respond(line: str) -> None:
         result = translator.translate_n_best([line], args.beam, args.n_best, 1, **options)[0]
         print(format_n_best(result).replace("\t", "\n") if len(result) > 1 else result[0].text, flush=True)
