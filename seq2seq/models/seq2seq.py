@@ -30,7 +30,9 @@ output back.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -299,28 +301,23 @@ class Seq2Seq(nn.Module):
         column j being piece output_ids[j]; for an argmax, not for scores (their normalizer needs every piece)."""
         o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
         if shortlist and not normalize and self.output_ids is not None:
-            if isinstance(self.generator, Int8Linear):
-                return self._int8_shortlist()(o), state, weights
-            return F.linear(o, self._shortlist_weight()), state, weights
+            return self._shortlist_layer()(o), state, weights
         logits = self.generator(o)
         return (F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits), state, weights
 
-    def _shortlist_weight(self) -> Tensor:
-        """The output layer's rows of `output_ids`, kept while the weights and the shortlist are unchanged."""
+    def _shortlist_layer(self) -> Callable[[Tensor], Tensor]:
+        """The output layer cut to the rows of `output_ids` (the weight's rows, or `Int8Linear.rows` for an int8 layer),
+        kept while the weights and the shortlist are unchanged."""
         weight, ids = self.generator.weight, self.output_ids
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, ids.data_ptr(), ids.numel())
         cached = getattr(self, "_shortlist", None)
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                cached = self._shortlist = (key, weight.index_select(0, ids.to(weight.device)))
-        return cached[1]
-
-    def _int8_shortlist(self) -> Int8Linear:
-        """The int8 output layer's rows of `output_ids`, kept while the layer and the shortlist are unchanged."""
-        key = (id(self.generator), self.output_ids.data_ptr(), self.output_ids.numel())
-        cached = getattr(self, "_int8_rows", None)
-        if cached is None or cached[0] != key:
-            cached = self._int8_rows = (key, self.generator.rows(self.output_ids))
+                if isinstance(self.generator, Int8Linear):
+                    layer = self.generator.rows(ids)
+                else:
+                    layer = partial(F.linear, weight=weight.index_select(0, ids.to(weight.device)))
+            cached = self._shortlist = (key, layer)
         return cached[1]
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
