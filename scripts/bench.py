@@ -354,7 +354,7 @@ def bench_decode(args) -> None:
             pieces = sum(len(p) for p in model.tgt_tok.encode(outputs))
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
                               "weights": "fp32 (reference)" if model is reference else model.precision,
-                              "shortlist": getattr(model.model, "output_ids", None) is not None,
+                              **int8_kernel(model), "shortlist": getattr(model.model, "output_ids", None) is not None,
                               "output_rows": model.model.generator.out_features,
                               "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds[0], "target_pieces_per_s": pieces / seconds[0],
@@ -369,8 +369,16 @@ def bench_decode(args) -> None:
             model.translate([line], beam=5)
             latencies.append(time.perf_counter() - start)
         latencies.sort()
-        print(json.dumps({"bench": "interactive latency, beam 5", "weights": model.precision,
+        print(json.dumps({"bench": "interactive latency, beam 5", "weights": model.precision, **int8_kernel(model),
                           "p50_ms": 1000 * latencies[50], "p90_ms": 1000 * latencies[90]}), flush=True)  # fmt: skip
+
+
+def int8_kernel(translator) -> dict:
+    """{"int8_kernel": "dynamic" | "int_mm"} for an int8 translator (seq2seq/models/int8.py), else {}."""
+    if translator.precision != "int8":
+        return {}
+    model = translator.model
+    return {"int8_kernel": getattr(model, "models", [model])[0].generator.kernel}  # an ensemble: its first model
 
 
 def main() -> None:

@@ -9,51 +9,78 @@ import torch
 from torch import nn
 
 from seq2seq.build import load_for_inference
-from seq2seq.models.int8 import Int8Linear, quantize_decoder, quantize_lstm_steps, quantize_rows
+from seq2seq.models.int8 import (
+    Int8Linear,
+    default_kernel,
+    quantize_decoder,
+    quantize_lstm_steps,
+    quantize_rows,
+)
 from seq2seq.models.recurrent import Recurrent
 from seq2seq.translate import main as translate_main
 
 from .test_seq2seq import VARIANTS, collate, model, sentences
 
+# the kernels this machine runs: torch._int_mm everywhere, the dynamic quantized kernels where the CPU has VNNI
+KERNELS = ["int_mm"] + (["dynamic"] if default_kernel() == "dynamic" else [])
+
 
 def _bound(x: torch.Tensor, layer: Int8Linear, weight: torch.Tensor) -> torch.Tensor:
     """The largest error of x W^T that rounding x and W to their int8 grids can make, per output: with
-    |x - x^| <= s_x / 2 and |w - w^| <= s_w / 2, |x.w - x^.w^| <= sum |x| s_w / 2 + |w| s_x / 2 + s_x s_w / 4."""
-    _, s_x = quantize_rows(x)
+    |x - x^| <= s_x / 2 and |w - w^| <= s_w / 2, |x.w - x^.w^| <= sum |x| s_w / 2 + |w| s_x / 2 + s_x s_w / 4.
+    s_x: per row for int_mm (symmetric, 127 steps each way); for the dynamic kernel one step for the whole tensor,
+    its range with 0 in 255 steps (8 bits with a zero point)."""
+    if layer.kernel == "int_mm":
+        _, s_x = quantize_rows(x)
+    else:
+        s_x = (x.max().clamp_min(0) - x.min().clamp_max(0)) / 255
     s_w = layer.scale
     K = x.shape[1]
     return (x.abs() @ torch.ones(K, 1)) * s_w / 2 + s_x * (weight.abs().sum(1) / 2) + K * s_x * s_w / 4
 
 
-def test_int8_linear_is_within_its_rounding_bound_and_exact_on_the_grid():
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("rows", [7, 150])  # the dynamic kernel: FBGEMM's below SMALL_ROWS (64), oneDNN's from it
+def test_int8_linear_is_within_its_rounding_bound_and_exact_on_the_grid(kernel, rows):
     torch.manual_seed(0)
     linear = nn.Linear(96, 40)
-    x = torch.randn(7, 96) * torch.logspace(-2, 1, 7).unsqueeze(1)  # rows of very different sizes
-    layer = Int8Linear.from_linear(linear)
+    x = torch.randn(rows, 96) * torch.logspace(-2, 1, rows).unsqueeze(1)  # rows of very different sizes
+    layer = Int8Linear.from_linear(linear, kernel)
+    assert layer.kernel == kernel
     y, exact = layer(x), linear(x).detach()
     assert y.dtype == torch.float32
     assert ((y - exact).abs() <= _bound(x, layer, linear.weight.detach()) + 1e-5).all()
     assert (y - exact).abs().max() > 0  # it did quantize
-    # integers whose rows reach 127 lie on the grid: the product is exact
+    # integers on the grids are exact: weight rows that reach 127, inputs whose rows reach -127 (int_mm) or that
+    # span -128..127 (the dynamic kernel's 8 bits with a zero point)
     w = torch.randint(-127, 128, (5, 33)).float()
     w[:, 0] = 127
-    x = torch.randint(-127, 128, (4, 33)).float()
+    x = torch.randint(-127, 128, (rows, 33)).float()
     x[:, 1] = -127
-    torch.testing.assert_close(Int8Linear(w)(x), x @ w.t(), rtol=0, atol=0)
+    x[0, 2], x[0, 3] = -128 if kernel == "dynamic" else -127, 127
+    torch.testing.assert_close(Int8Linear(w, kernel=kernel)(x), x @ w.t(), rtol=0, atol=0)
 
 
-def test_int8_rows_are_the_full_layers_columns_and_a_bf16_cast_keeps_the_scales():
+def test_an_unknown_int8_kernel_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown int8 kernel 'fast'.*dynamic, int_mm"):
+        Int8Linear(torch.ones(2, 3), kernel="fast")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_int8_rows_are_the_full_layers_columns_and_a_bf16_cast_keeps_the_scales(kernel):
     torch.manual_seed(0)
-    layer = Int8Linear.from_linear(nn.Linear(32, 50))
+    layer = Int8Linear.from_linear(nn.Linear(32, 50), kernel)
     ids = torch.tensor([3, 0, 49, 17])
     x = torch.randn(6, 32)
+    assert layer.rows(ids).kernel == kernel
     torch.testing.assert_close(layer.rows(ids)(x), layer(x)[:, ids], rtol=0, atol=0)
     model = nn.Sequential(layer).to(torch.bfloat16)
     assert layer.weight.dtype == torch.int8 and layer.scale.dtype == layer.bias.dtype == torch.float32
     assert model(x.bfloat16()).dtype == torch.float32
 
 
-def test_int8_lstm_step_is_the_cell_on_int8_gates_within_their_bound():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_int8_lstm_step_is_the_cell_on_int8_gates_within_their_bound(kernel):
     """The one-step decoding path with int8 products: each layer is the LSTM cell on the gates of its Int8Linear over
     [x; h], and those gates are within the rounding bound of the float ones."""
     torch.manual_seed(0)
@@ -61,7 +88,8 @@ def test_int8_lstm_step_is_the_cell_on_int8_gates_within_their_bound():
     x, h = torch.randn(5, 1, 24), torch.randn(2, 1, 5, 32) * 0.5
     state = [(h[0], h[0].tanh()), (h[1], h[1].tanh())]
     with torch.no_grad():
-        quantize_lstm_steps(rnn)
+        quantize_lstm_steps(rnn, kernel)
+        assert all(layer.kernel == kernel for layer in rnn.step_weights)
         out, new = rnn(x, state)
         inputs = x[:, 0]
         for n, (layer, (h0, c0)) in enumerate(zip(rnn.layers, state)):
@@ -110,12 +138,14 @@ def test_cli_translates_with_int8(toy_run, tmp_path, capsys):
     assert out.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
-def test_every_decoder_variant_decodes_with_int8_products(variant):
+def test_every_decoder_variant_decodes_with_int8_products(variant, kernel):
     """Every cell, attention and feeding: the quantized copy runs the decoding steps in bf16 autocast, with log-
     probabilities near the float32 model's (int8 products for LSTM steps only: the other cells keep their kernels)."""
     m = model(**variant)
-    q = quantize_decoder(copy.deepcopy(m)).to(torch.bfloat16)
+    q = quantize_decoder(copy.deepcopy(m), kernel).to(torch.bfloat16)
+    assert q.generator.kernel == q.combine.kernel == q.attention.key_proj.kernel == kernel
     assert isinstance(q.generator, Int8Linear) and isinstance(q.combine, Int8Linear)
     assert (q.decoder.step_weights is not None) == (variant.get("cell", "lstm") == "lstm")
     batch = collate(sentences(6), sentences(6, seed=2))
