@@ -303,15 +303,16 @@ def test_sampling_filters():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_topk_rows_gives_torch_topk_values_and_matching_indices(V, k, dtype):
     torch.manual_seed(V)
-    scores = torch.randn(6, V)
+    scores = torch.randn(search.GROUPED_ROWS + 2, V)
     scores[0, : min(V, 40)] = 2.5  # ties at the top
     scores[1] = torch.randn(V).bfloat16().float()  # bf16 logits: many equal values
     scores[2, -1] = 9.0  # the maximum in the columns left over by the groups of 8
     scores[3, 5:] = float("-inf")
     scores = scores.to(dtype)
     k = min(k, V)
-    values, index = search.topk_rows(scores, k)
-    assert values.dtype == dtype and index.shape == (6, k)
-    torch.testing.assert_close(values, scores.topk(k, dim=-1).values)
-    torch.testing.assert_close(scores.gather(1, index), values)  # the indices point at those values ...
-    assert all(len(set(row)) == k for row in index.tolist())  # ... each once
+    for rows in (scores, scores[:6]):  # grouped columns, and torch.topk for a few rows
+        values, index = search.topk_rows(rows, k)
+        assert values.dtype == dtype and index.shape == (rows.shape[0], k)
+        torch.testing.assert_close(values, rows.topk(k, dim=-1).values)
+        torch.testing.assert_close(rows.gather(1, index), values)  # the indices point at those values ...
+        assert all(len(set(row)) == k for row in index.tolist())  # ... each once
