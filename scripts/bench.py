@@ -2,7 +2,7 @@
 
     python scripts/bench.py train  [--steps 30]          # LSTM-medium variants on real Multi30k batches
     python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr, fp32 reference first,
-                                                         # int8 last (CPU), then interactive latency
+                                                         # int8 last (CPU: each kernel), then interactive latency
     python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
@@ -46,6 +46,7 @@ from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
 from seq2seq.data.text import StreamBatches, Vocabulary, split_lines
 from seq2seq.models.activation import cpu_tanh
+from seq2seq.models.int8 import default_kernel
 from seq2seq.trainer import autocast
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -328,9 +329,11 @@ def bench_decode(args) -> None:
     reference.translate(sources[:64])  # warm-up
     full = Translator.from_run(args.run_dir, device=args.device, shortlist=False)  # greedy without the shortlist
     full.translate(sources[:64])
-    # int8 products in the decoder (seq2seq/models/int8.py; CPU only), in the default batch
-    int8 = Translator.from_run(args.run_dir, device=args.device, precision="int8") if args.device == "cpu" else None
-    if int8 is not None:
+    # int8 products in the decoder (seq2seq/models/int8.py; CPU only), in the default batch: with the kernel this CPU
+    # runs by default and, where that is the dynamic quantized linear, with torch._int_mm's too
+    kernels = [] if args.device != "cpu" else [default_kernel()] + (["int_mm"] if default_kernel() != "int_mm" else [])
+    int8s = [Translator.from_run(args.run_dir, device=args.device, precision="int8", int8_kernel=k) for k in kernels]
+    for int8 in int8s:
         int8.translate(sources[:64])
     threads = torch.get_num_threads()
     for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
@@ -342,8 +345,8 @@ def bench_decode(args) -> None:
             variants.append((full, variants[-1][1], 1))  # models with a target vocabulary have no use for
         if threads > 1 and translator.device.type == "cpu":
             variants.append((translator, variants[-1][1], 2))
-        if int8 is not None:
-            variants += [(int8, variants[-1][1], n) for n in dict.fromkeys([1, min(threads, 2)])]
+        batch_size = variants[-1][1]
+        variants += [(int8, batch_size, n) for int8 in int8s for n in dict.fromkeys([1, min(threads, 2)])]
         for model, batch_size, inter_threads in variants:
             model.inter_threads = inter_threads
             seconds = []  # two passes: the first pays oneDNN's one-time setup of each new matrix shape
@@ -361,7 +364,7 @@ def bench_decode(args) -> None:
                               "second_pass_sentences_per_s": len(sources) / seconds[1],
                               "device": device_name(torch.device(args.device)),
                               "tanh": cpu_tanh() if args.device == "cpu" else "tanh"}), flush=True)  # fmt: skip
-    for model in filter(None, (translator, int8)):
+    for model in [translator, *int8s]:
         model.inter_threads = 1
         latencies = []
         for line in sources[:100]:

@@ -128,6 +128,15 @@ def test_int8_translations_match_bf16_on_the_toy_pair(toy_run, toy_data):
         assert bleu(ours, [table["tgt"]]).value > 90
 
 
+def test_load_for_inference_takes_the_int8_kernel(toy_run):
+    reference = load_for_inference(toy_run, "best", "cpu").translate(["sa sb sc .", "sd se ."])
+    for kernel in KERNELS:
+        translator = load_for_inference(toy_run, "best", "cpu", "int8", int8_kernel=kernel)
+        model = translator.model
+        assert model.generator.kernel == model.decoder.step_weights[0].kernel == kernel
+        assert translator.translate(["sa sb sc .", "sd se ."]) == reference
+
+
 def test_cli_translates_with_int8(toy_run, tmp_path, capsys):
     src = tmp_path / "in.en"
     src.write_text("sa sb sc .\nsd se .\n", encoding="utf-8")

@@ -140,7 +140,7 @@ def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
 
 def load_for_inference(
     run_dirs: str | Path | list, which: str = "best", device: str = "auto", precision: str | None = None,
-    shortlist: bool = True, **kwargs,
+    shortlist: bool = True, int8_kernel: str | None = None, **kwargs,
 ) -> Translator:
     """A Translator for one run directory, or an ensemble for several that share the target vocabulary.
 
@@ -148,7 +148,8 @@ def load_for_inference(
     only (one model; `Seq2Seq.output_ids`), from the checkpoint or, for checkpoints written before it kept them, the
     run directory's tokenized training data. Beam search always scores every piece: normalized over the shortlist,
     its scores favoured uncertain steps (label smoothing leaves 1-6% of the mass on unseen pieces, more where the
-    model is unsure), 0.05-0.2 BLEU lower on Multi30k val. False: the whole vocabulary everywhere."""
+    model is unsure), 0.05-0.2 BLEU lower on Multi30k val. False: the whole vocabulary everywhere.
+    int8_kernel: with precision "int8", Int8Linear's kernel ("dynamic" or "int_mm"; None: `int8.default_kernel()`)."""
     paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     torch_device = resolve_device(device)
     if precision == "int8" and torch_device.type != "cpu":  # the decoder's products in int8: models/int8.py
@@ -173,7 +174,7 @@ def load_for_inference(
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
     precision = precision or recipe.train.precision
     if precision == "int8":  # the decoder's products in int8 (quantized from float32), the rest in bf16
-        models = [quantize_decoder(m.eval()).to(torch.bfloat16) for m in models]
+        models = [quantize_decoder(m.eval(), int8_kernel).to(torch.bfloat16) for m in models]
     elif precision in LOW_PRECISION:  # store the weights in that type: autocast would re-cast them at every step
         models = [m.to(LOW_PRECISION[precision]) for m in models]
     model = models[0] if len(models) == 1 else Ensemble(models)
