@@ -58,6 +58,15 @@ def test_reverse_padded_keeps_padding_at_the_end():
     x = torch.tensor([[1, 2, 3], [4, 5, 0]]).unsqueeze(-1)
     out = reverse_padded(x, torch.tensor([3, 2])).squeeze(-1)
     assert out.tolist() == [[3, 2, 1], [5, 4, 0]]
+    # without padding (a flip), batch first and time major, and its gradient
+    leaf = torch.tensor([[1.0, 2, 3], [4, 5, 6]], requires_grad=True)
+    x = leaf.unsqueeze(-1)
+    out = reverse_padded(x, torch.tensor([3, 3]))
+    assert out.squeeze(-1).tolist() == [[3, 2, 1], [6, 5, 4]]
+    assert reverse_padded(x.transpose(0, 1), torch.tensor([3, 3]), time_major=True).squeeze(-1).t().tolist() == [
+        [3, 2, 1], [6, 5, 4]]  # fmt: skip
+    (out.squeeze(-1) * torch.tensor([[1.0, 10, 100], [1, 10, 100]])).sum().backward()
+    assert leaf.grad.tolist() == [[100, 10, 1], [100, 10, 1]]
 
 
 def test_unknown_cell_is_a_clear_error():

@@ -38,8 +38,11 @@ def reverse_padded(x: Tensor, lengths: Tensor, time_major: bool = False) -> Tens
     """Reverse each sequence of (B, T, ...) (with time_major, (T, B, ...)) within its length; padding stays at the end.
 
     lengths [3, 2], x = [[a b c], [d e _]]  ->  [[c b a], [e d _]]
+    With no padding (one sentence, or all of one length) it is a flip: 3.6 against 65 us (13 x 1 x 512 bf16).
     """
     T, B = x.shape[:2] if time_major else x.shape[1::-1]
+    if lengths.device.type == "cpu" and int(lengths.min()) == T:
+        return x.flip(0 if time_major else 1)
     t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
     lens = lengths.to(x.device).unsqueeze(0)  # (1, B)
     source = torch.where(t < lens, lens - 1 - t, t)  # (T, B): the time step each position takes its value from
