@@ -45,8 +45,9 @@ def available() -> str | None:
 
 @functools.cache
 def default_kernel() -> str:
-    """"dynamic" where the CPU multiplies 8-bit integers with VNNI and torch's FBGEMM and oneDNN dynamic kernels run
-    (torch has deprecated its quantized tensors: a torch without them gets "int_mm"), else "int_mm"."""
+    """Int8Linear's kernel when none is named: "dynamic" where the CPU multiplies 8-bit integers with VNNI and torch's
+    FBGEMM and oneDNN dynamic kernels run (torch has deprecated its quantized tensors: a torch without them gets
+    "int_mm"), else "int_mm"."""
     engines = torch.backends.quantized.supported_engines
     if not getattr(torch.cpu, "_is_vnni_supported", lambda: False)() or not {"fbgemm", "onednn"} <= set(engines):
         return "int_mm"
