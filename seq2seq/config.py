@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+DECODE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # what a trained model decodes in (fp16: CUDA; int8: CPU)
+
 
 class ConfigError(ValueError):
     """A recipe or an override is wrong; the message says what and what would be right."""

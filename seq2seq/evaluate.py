@@ -15,8 +15,9 @@ from pathlib import Path
 
 from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import DECODE_PRECISIONS
 from seq2seq.data.corpora import DataError
-from seq2seq.translate import INT8_HELP, at_least_one
+from seq2seq.translate import BATCH_HELP, INT8_HELP, PRECISION_HELP, at_least_one, chosen_precision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
     parser.add_argument("--greedy", action="store_true", help="same as --beam 1")
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for beam search")
-    parser.add_argument("--batch-size", type=int,
-                        help="sentences per batch (default: 256 greedy, 512 / beam size)")
+    parser.add_argument("--batch-size", type=int, help=BATCH_HELP)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inter-threads", type=at_least_one, default=None,
                         help="CPU: batches decoded at once, each on an equal share of the threads "
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-vocabulary", action="store_true",
                         help="greedy search with a model trained with model.target_vocabulary: all: argmax over "
                         "every target piece, not only those seen in training")
+    parser.add_argument("--precision", choices=DECODE_PRECISIONS, help=PRECISION_HELP)
     parser.add_argument("--int8", action="store_true", help=INT8_HELP)
     parser.add_argument("--lowercase-tokenized", action="store_true",
                         help="also print the lowercased, tokenized BLEU that much of the Multi30k literature uses")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
         translator = load_for_inference(args.run_dirs, args.checkpoint, args.device, inter_threads=args.inter_threads,
                                         shortlist=not args.full_vocabulary,
-                                        precision="int8" if args.int8 else None)  # fmt: skip
+                                        precision=chosen_precision(args))  # fmt: skip
         d = translator.recipe.data
         table = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang, d.hub_config)
         options = {"alpha": args.alpha} if beam > 1 else {}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import DECODE_PRECISIONS
 from seq2seq.prompt import prompt_loop
 
 
@@ -26,7 +27,17 @@ def at_least_one(text: str) -> int:
 
 
 INT8_HELP = ("CPU: the decoder's matrix products in 8-bit integers, the rest in bf16 (seq2seq/models/int8.py; "
-             "faster, translations nearly the same: README, Speed)")
+             "faster, translations nearly the same: README, Speed); the same as --precision int8")
+PRECISION_HELP = ("fp32 | bf16 | fp16 (CUDA) | int8 (CPU); default: on a CPU the training precision (bf16 for the "
+                  "recipes), on a GPU fp32 (faster there for these models: README, Speed)")
+BATCH_HELP = "sentences per batch (default: on a CPU 256 greedy, 512 / beam size; on a GPU 1,024 and 1,280 / beam size)"
+
+
+def chosen_precision(args: argparse.Namespace) -> str | None:
+    """--precision, with --int8 as its shorthand; ValueError when the two disagree."""
+    if args.int8 and args.precision not in (None, "int8"):
+        raise ValueError(f"--int8 and --precision {args.precision} disagree: give one of them")
+    return "int8" if args.int8 else args.precision
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-length", type=int, default=0, help="no end of sentence before this many pieces")
     p.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating n-grams of this size")
     p.add_argument("--ban-unk", action="store_true", help="never output the unknown token")
-    p.add_argument("--batch-size", type=int, help="sentences per batch (default: 256 greedy, 512 / beam size)")
+    p.add_argument("--batch-size", type=int, help=BATCH_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--inter-threads", type=at_least_one, default=None,
                    help="CPU: batches decoded at once, each on an equal share of the threads "
@@ -52,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--full-vocabulary", action="store_true", help="greedy search with a model trained with "
                    "model.target_vocabulary: all: take the argmax over every target piece, not only over those seen in "
                    "training (the default shortlist, which is faster)")
+    p.add_argument("--precision", choices=DECODE_PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")
     p.add_argument("--plot-attention", metavar="FILE.png", help="interactive: write the attention heatmap here")
@@ -78,7 +90,7 @@ def translate_stream(translator, stream, out, args, options) -> None:
     from seq2seq.translator import default_batch_size
 
     lines = read_lines(stream)
-    while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam)) * 16)):
+    while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam, translator.device)) * 16)):
         if args.n_best == 1:  # text only: translate() keeps no attention weights, and no scores in greedy search
             texts = translator.translate(chunk, args.beam, args.batch_size, **options)
         else:
@@ -129,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
         extra = {"max_len_ratio": args.max_len_ratio} if args.max_len_ratio else {}
         extra.update(inter_threads=args.inter_threads, shortlist=not args.full_vocabulary)
-        if args.int8:
-            extra["precision"] = "int8"
+        extra["precision"] = chosen_precision(args)
         translator = Translator.from_run(args.run_dirs, args.checkpoint, args.device, **extra)
         if not args.input and sys.stdin.isatty():
             interactive(translator, args, options)

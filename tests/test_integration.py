@@ -186,6 +186,8 @@ def test_cli_train_translate_evaluate(toy_data, tmp_path):
     assert "BLEU" in out and "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out and "chrF" in out
     full = run_cli("seq2seq.evaluate", str(run), "--split", "test_2016_flickr", "--full-vocabulary")
     assert full.returncode == 0 and "BLEU" in full.stdout.decode(), full.stderr.decode()
+    fp32 = run_cli("seq2seq.evaluate", str(run), "--split", "test_2016_flickr", "--precision", "fp32")
+    assert fp32.returncode == 0 and "BLEU" in fp32.stdout.decode(), fp32.stderr.decode()
 
 
 def test_fp16_without_a_gpu_is_a_clear_error_before_any_work(tmp_path):
@@ -212,6 +214,32 @@ def test_int8_on_cuda_is_a_clear_error_before_loading(toy_run, monkeypatch):
     monkeypatch.setattr(translation.checkpoint, "load", lambda path: pytest.fail("loaded a checkpoint first"))
     with pytest.raises(ValueError, match="int8 decoding runs on the CPU, not on cuda: add --device cpu"):
         translation.load_for_inference(toy_run, "best", "auto", "int8")
+
+
+def test_decoding_precision_is_float32_on_a_gpu_by_default_and_can_be_chosen(toy_run):
+    from seq2seq.build import translation
+
+    assert translation.decode_precision("bf16", torch.device("cuda")) == "fp32"
+    assert translation.decode_precision("fp16", torch.device("cuda", 0)) == "fp32"
+    cpu = torch.device("cpu")
+    assert [translation.decode_precision(p, cpu) for p in ("bf16", "fp16", "fp32")] == ["bf16", "bf16", "fp32"]
+    for precision, dtype in [(None, torch.bfloat16), ("bf16", torch.bfloat16), ("fp32", torch.float32)]:
+        t = translation.load_for_inference(toy_run, "best", "cpu", precision)
+        assert t.precision == (precision or "bf16") and next(t.model.parameters()).dtype == dtype
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        translation.load_for_inference(toy_run, "best", "cpu", "fp8")
+    with pytest.raises(ValueError, match="fp16 decoding runs on CUDA, not on cpu: use bf16"):
+        translation.load_for_inference(toy_run, "best", "cpu", "fp16")
+    r = run_cli("seq2seq.translate", str(toy_run), "--int8", "--precision", "bf16", stdin=b"sa sb .\n")
+    assert r.returncode == 2 and b"--int8 and --precision bf16 disagree" in r.stderr, r.stderr
+
+
+def test_default_batch_sizes_are_larger_on_a_gpu():
+    from seq2seq.translator import default_batch_size
+
+    assert [default_batch_size(b) for b in (1, 5)] == [256, 102]
+    assert [default_batch_size(b, torch.device("cpu")) for b in (1, 5)] == [256, 102]
+    assert [default_batch_size(b, torch.device("cuda", 0)) for b in (1, 5, 2000)] == [1024, 256, 1]
 
 
 def test_corrupt_checkpoint_is_a_clear_error(toy_data, tmp_path):
