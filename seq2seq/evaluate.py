@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     search = "greedy" if beam == 1 else f"beam {beam}, alpha {args.alpha}"
     models = f"ensemble of {len(args.run_dirs)}" if len(args.run_dirs) > 1 else "1 model"
-    print(f"{args.split}: {len(hyps)} sentences, {search}, {models}, {seconds:.1f} s "
-          f"({len(hyps) / seconds:.1f} sentences/s); translations in {out}")  # fmt: skip
+    print(f"{args.split}: {len(hyps)} sentences, {search}, {models}, {translator.precision} on {translator.device}, "
+          f"{seconds:.1f} s ({len(hyps) / seconds:.1f} sentences/s); translations in {out}")  # fmt: skip
     for score in all_scores(hyps, [table["tgt"]], args.lowercase_tokenized):
         print(score)
     return 0

@@ -89,8 +89,8 @@ def translate_stream(translator, stream, out, args, options) -> None:
     """Translate in chunks, so a large file streams through with bounded memory."""
     from seq2seq.translator import default_batch_size
 
-    lines = read_lines(stream)
-    while chunk := list(itertools.islice(lines, (args.batch_size or default_batch_size(args.beam, translator.device)) * 16)):
+    lines, batch_size = read_lines(stream), args.batch_size or default_batch_size(args.beam, translator.device)
+    while chunk := list(itertools.islice(lines, batch_size * 16)):
         if args.n_best == 1:  # text only: translate() keeps no attention weights, and no scores in greedy search
             texts = translator.translate(chunk, args.beam, args.batch_size, **options)
         else:

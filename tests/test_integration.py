@@ -188,6 +188,7 @@ def test_cli_train_translate_evaluate(toy_data, tmp_path):
     assert full.returncode == 0 and "BLEU" in full.stdout.decode(), full.stderr.decode()
     fp32 = run_cli("seq2seq.evaluate", str(run), "--split", "test_2016_flickr", "--precision", "fp32")
     assert fp32.returncode == 0 and "BLEU" in fp32.stdout.decode(), fp32.stderr.decode()
+    assert "1 model, fp32 on cpu," in fp32.stdout.decode() and "1 model, bf16 on cpu," in r.stdout.decode()
 
 
 def test_fp16_without_a_gpu_is_a_clear_error_before_any_work(tmp_path):
