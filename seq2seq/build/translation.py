@@ -28,8 +28,8 @@ LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}  # inference wei
 def decode_precision(train_precision: str, device: torch.device) -> str:
     """The precision a model decodes in unless told otherwise. On a CPU its training precision (bf16 for the
     recipes; a model trained in fp16 on a GPU decodes in bf16). On a GPU float32: the recipes' models decode faster
-    in it there, since their steps wait on kernel launches and bf16 adds casts (runs/en-fr-s14 on an H100,
-    2026-11-27: greedy 1,592 against 860 sentences/s in batches of 64 and 4,757-5,566 against 2,550-3,854 in one
+    in it there, since their steps wait on kernel launches and bf16 adds kernels of its own (runs/en-fr-s14 on an
+    H100, 2026-11-27: greedy 1,592 against 860 sentences/s in batches of 64 and 4,757-5,566 against 2,550-3,854 in one
     batch of 1,000; beam 5 893-946 against 595-647 in batches of 64; one sentence with beam 5, p50 36-38 against
     52-65 ms)."""
     if device.type == "cuda":
