@@ -2,7 +2,8 @@
 
     python scripts/bench.py train  [--steps 30]          # LSTM-medium variants on real Multi30k batches
     python scripts/bench.py decode runs/en-fr            # greedy and beam 5 on test_2016_flickr, fp32 reference first,
-                                                         # int8 last (CPU: each kernel), then interactive latency
+                                                         # int8 last (CPU: each kernel; GPU: the training precision
+                                                         # instead), then interactive latency
     python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
@@ -332,9 +333,13 @@ def bench_decode(args) -> None:
     # int8 products in the decoder (seq2seq/models/int8.py; CPU only), in the default batch: with the kernel this CPU
     # runs by default and, where that is the dynamic quantized linear, with torch._int_mm's too
     kernels = [] if args.device != "cpu" else [default_kernel()] + (["int_mm"] if default_kernel() != "int_mm" else [])
-    int8s = [Translator.from_run(args.run_dir, device=args.device, precision="int8", int8_kernel=k) for k in kernels]
-    for int8 in int8s:
-        int8.translate(sources[:64])
+    others = [Translator.from_run(args.run_dir, device=args.device, precision="int8", int8_kernel=k) for k in kernels]
+    # where the device decodes in another precision than the model trained in (a GPU: float32), that one too
+    trained = translator.recipe.train.precision
+    if translator.precision != trained:
+        others.insert(0, Translator.from_run(args.run_dir, device=args.device, precision=trained))
+    for other in others:
+        other.translate(sources[:64])
     threads = torch.get_num_threads()
     for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
         # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
@@ -346,7 +351,8 @@ def bench_decode(args) -> None:
         if threads > 1 and translator.device.type == "cpu":
             variants.append((translator, variants[-1][1], 2))
         batch_size = variants[-1][1]
-        variants += [(int8, batch_size, n) for int8 in int8s for n in dict.fromkeys([1, min(threads, 2)])]
+        at_once = [1, min(threads, 2)] if translator.device.type == "cpu" else [1]  # (inter-threads: CPU only)
+        variants += [(other, batch_size, n) for other in others for n in dict.fromkeys(at_once)]
         for model, batch_size, inter_threads in variants:
             model.inter_threads = inter_threads
             seconds = []  # two passes: the first pays oneDNN's one-time setup of each new matrix shape
@@ -364,7 +370,7 @@ def bench_decode(args) -> None:
                               "second_pass_sentences_per_s": len(sources) / seconds[1],
                               "device": device_name(torch.device(args.device)),
                               "tanh": cpu_tanh() if args.device == "cpu" else "tanh"}), flush=True)  # fmt: skip
-    for model in [translator, *int8s]:
+    for model in [translator, *others]:
         model.inter_threads = 1
         latencies = []
         for line in sources[:100]:
