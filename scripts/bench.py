@@ -345,7 +345,7 @@ def bench_decode(args) -> None:
         # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
         # at a time (--inter-threads 2)
         variants = [(reference, 64, 1)] + [(translator, batch_size, 1) for batch_size in dict.fromkeys(
-            [64, args.batch_size or default_batch_size(beam, torch.device(args.device))])]  # fmt: skip
+            [64, args.batch_size or default_batch_size(beam, translator.device)])]  # fmt: skip
         if beam == 1 and translator.model.output_ids is not None:  # only greedy search uses the shortlist, which
             variants.append((full, variants[-1][1], 1))  # models with a target vocabulary have no use for
         if threads > 1 and translator.device.type == "cpu":
