@@ -15,7 +15,9 @@ one time. Each variant trains on the timed batches twice and is quoted at the se
 oneDNN's kernels for its new batch shapes, as a training run does in its first epoch only
 (`first_pass_target_tokens_per_s`). FLOPs are counted from the
 model's shapes (multiply-adds x 2, backward = 2 x forward) and MFU is taken against a bf16 matmul peak measured
-in the same run. `lm` does the same for the language-model recipes against a copy of pytorch/examples'
+in the same run. `decode` counts the products each search executes the same way (`DecodeWork`) and sets them
+against the matrix peaks of float32, bf16 and int8 measured in the run: `roofline_sentences_per_s` is the speed
+at which they would all run at the peak with nothing else taking time, an upper bound for the model and search. `lm` does the same for the language-model recipes against a copy of pytorch/examples'
 word_language_model (its RNNModel and training step: fp32, seq-first nn.LSTM, manual SGD), at the same sizes.
 On a GPU (`--device cuda`) every timer waits for the device, memory is the peak the caching allocator held, the
 translation variants add fp16, and a large configuration (embeddings 512, biLSTM 2x512, decoder 2x1024, 16k
@@ -47,7 +49,7 @@ from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
 from seq2seq.data.text import StreamBatches, Vocabulary, split_lines
 from seq2seq.models.activation import cpu_tanh
-from seq2seq.models.int8 import default_kernel
+from seq2seq.models.int8 import Int8Linear, default_kernel
 from seq2seq.trainer import autocast
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -122,6 +124,75 @@ def train_flops(m, vocab: int, src_tokens: int, tgt_tokens: int, mean_src_len: f
     return 3 * (src_tokens * (enc + keys) + tgt_tokens * (dec + per_step_attention + out))
 
 
+def int8_peak(repeats: int = 10) -> float:
+    """Operations/s of the fastest of `repeats` int8 products through the decoder's own layer (`Int8Linear`, this
+    CPU's default kernel: quantizing a float32 input, the int8 product, the rescaling), 2,048 rows x 2,048 -> 2,048."""
+    n = 2048
+    layer, x = Int8Linear(torch.randn(n, n)), torch.randn(n, n)
+    layer(x)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        layer(x)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+class DecodeWork:
+    """The matrix arithmetic a translator's searches execute, counted from the model's shapes as they run: the
+    Seq2Seq's `encode` and `decode_step` are wrapped, and each call adds its FLOPs (multiply-adds x 2; the gates,
+    softmax, Bahdanau's tanh and the search's bookkeeping count nothing) by kind:
+        encoder    the encoder's LSTM layers over the padded batch (oneDNN: never int8) and the bridge
+        products   the decoder's matrix products: LSTM steps, key and query projections, the combination and the
+                   output layer (over the shortlist where greedy search takes one); int8 with --int8
+        attention  scores and context over the memory, per decoder row and source position.
+    Rows are what the search decodes on: finished sentences kept in a row bucket and padding count too.
+    `seconds_at_peak` is the time these FLOPs take at the measured matrix peak of the precision each kind runs in
+    (attention at the bf16 peak under bf16 and int8, though Bahdanau's scores run in float32: a generous bound), so
+    sentences / seconds_at_peak is the speed that this model and search could reach if every product ran at the
+    peak and nothing else took time."""
+
+    def __init__(self, translator) -> None:
+        model, m = translator.model, translator.recipe.model
+        self.flops = {"encoder": 0.0, "products": 0.0, "attention": 0.0}
+        D = 2 if m.bidirectional else 1
+        E, He, Hd, K = m.embedding_size, m.encoder_hidden, m.decoder_hidden, D * m.encoder_hidden
+        Ho = E if m.tie_embeddings else Hd  # the attentional output
+        A = Hd if m.attention == "bahdanau" else 0  # Bahdanau's attention size (Luong: the query itself)
+        encoder = sum(D * lstm_flops(E if i == 0 else K, He) for i in range(m.encoder_layers))
+        bridge = 2 * K * Hd if m.bridge else 0  # per sentence: the decoder's initial state from the encoder's summary
+        keys = 2 * K * (A or Hd)  # per source token, once per sentence
+        decoder = lstm_flops(E + (Ho if m.input_feeding else 0), Hd)
+        decoder += sum(lstm_flops(Hd + (K if m.context_feeding and i == 1 else 0), Hd) for i in range(1, m.decoder_layers))
+        step = decoder + 2 * Hd * A + 2 * (Hd + K) * Ho  # per row: LSTM layers, query projection, combination
+        per_position = 2 * (A or Hd) + 2 * K  # per row and source position: the score, the context
+        encode, decode_step = model.encode, model.decode_step
+
+        def counted_encode(src, src_lengths):
+            self.flops["encoder"] += src.numel() * encoder + src.shape[0] * bridge
+            self.flops["products"] += src.numel() * keys
+            return encode(src, src_lengths)
+
+        def counted_step(tokens, state, normalize=True, shortlist=False):
+            rows, positions = tokens.shape[0], state.memory.shape[1]
+            cut = shortlist and not normalize and model.output_ids is not None
+            outputs = model.output_ids.numel() if cut else model.generator.out_features
+            self.flops["products"] += rows * (step + 2 * Ho * outputs)
+            self.flops["attention"] += rows * positions * per_position
+            return decode_step(tokens, state, normalize=normalize, shortlist=shortlist)
+
+        model.encode, model.decode_step = counted_encode, counted_step
+        self.precision = translator.precision
+
+    def reset(self) -> None:
+        self.flops = dict.fromkeys(self.flops, 0.0)
+
+    def seconds_at_peak(self, peaks: dict[str, float]) -> float:
+        """peaks: FLOP/s by precision ("fp32", "bf16", "fp16", "int8")."""
+        low = "bf16" if self.precision == "int8" else self.precision  # what the encoder and attention run in
+        return sum(flops / peaks[self.precision if kind == "products" else low] for kind, flops in self.flops.items())
+
+
 def bench_train(args) -> None:
     device = torch.device(args.device)
     base = load_recipe(MEDIUM)
@@ -184,6 +255,7 @@ def bench_train(args) -> None:
                 "steps": len(timed), "target_tokens_per_s": round(tokens / seconds),
                 "first_pass_target_tokens_per_s": round(first_pass),
                 "tflops": flops / seconds / 1e12, "mfu_vs_bf16_peak": flops / seconds / peak,
+                "roofline_target_tokens_per_s": round(tokens / flops * peak),  # every FLOP at the bf16 peak
                 "speedup_vs_reference": tokens / seconds / next(iter(results.values())), **peak_memory_gib(device),
             }), flush=True)  # fmt: skip
             del model, opt
@@ -340,6 +412,15 @@ def bench_decode(args) -> None:
         others.insert(0, Translator.from_run(args.run_dir, device=args.device, precision=trained))
     for other in others:
         other.translate(sources[:64])
+    device = torch.device(args.device)
+    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    if device.type == "cuda":
+        peaks["fp16"] = matmul_peak(torch.float16, device)
+    elif kernels:
+        peaks["int8"] = int8_peak()
+    print(json.dumps({"bench": "matmul peaks", "device": device_name(device),
+                      **{f"{k}_{'tops' if k == 'int8' else 'tflops'}": v / 1e12 for k, v in peaks.items()}}))
+    work = {id(t): DecodeWork(t) for t in [reference, translator, full, *others]}
     threads = torch.get_num_threads()
     for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
         # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
@@ -355,11 +436,13 @@ def bench_decode(args) -> None:
         variants += [(other, batch_size, n) for other in others for n in dict.fromkeys(at_once)]
         for model, batch_size, inter_threads in variants:
             model.inter_threads = inter_threads
-            seconds = []  # two passes: the first pays oneDNN's one-time setup of each new matrix shape
-            for _ in range(2):
+            seconds, counted = [], work[id(model)]  # two passes: the first pays oneDNN's one-time setup of each
+            for _ in range(2):  # new matrix shape; both run the same products (counted per pass)
+                counted.reset()
                 start = time.perf_counter()
                 outputs = model.translate(sources, beam=beam, batch_size=batch_size)
                 seconds.append(time.perf_counter() - start)
+                flops, at_peak = sum(counted.flops.values()), counted.seconds_at_peak(peaks)
             pieces = sum(len(p) for p in model.tgt_tok.encode(outputs))
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
                               "weights": "fp32 (reference)" if model is reference else model.precision,
@@ -368,6 +451,10 @@ def bench_decode(args) -> None:
                               "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds[0], "target_pieces_per_s": pieces / seconds[0],
                               "second_pass_sentences_per_s": len(sources) / seconds[1],
+                              "gflop_per_sentence": flops / len(sources) / 1e9,
+                              "second_pass_tflops": flops / seconds[1] / 1e12,
+                              "roofline_sentences_per_s": len(sources) / at_peak,
+                              "second_pass_of_roofline": at_peak / seconds[1],
                               "device": device_name(torch.device(args.device)),
                               "tanh": cpu_tanh() if args.device == "cpu" else "tanh"}), flush=True)  # fmt: skip
     for model in [translator, *others]:
