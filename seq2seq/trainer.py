@@ -109,10 +109,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.higher_is_better = cfg.valid_metric != "loss"
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.ddp = None
+        self.ddp, self.host_group = None, None
         if self.world > 1:  # gradients are all-reduced by DDP; see train_step for how the loss is scaled
             ids = [device.index] if device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(_LossOf(model), device_ids=ids)
+            # Ranks agree to stop at every step over gloo, on host tensors: read back from a GPU, NCCL's result
+            # would make the host wait for the step's kernels every step
+            self.host_group = dist.new_group(backend="gloo")
 
     # ---------------------------------------------------------------------------------------------- the loop
 
@@ -173,7 +176,8 @@ class Trainer:
         if self.world > 1:
             # The step must equal one process on the union of all ranks' batches: d(sum of losses)/(total count).
             # DDP averages gradients over ranks, hence the factor `world`.
-            totals = torch.stack([torch.tensor(float(count), dtype=torch.float64, device=self.device), reported])
+            # (torch.full: torch.tensor(count, device=...) would copy from the host, a wait for a GPU)
+            totals = torch.stack([torch.full((), float(count), dtype=torch.float64, device=self.device), reported])
             dist.all_reduce(totals)
             count, reported = totals[0], totals[1]
             scale = self.world / totals[0].clamp(min=1)
@@ -187,8 +191,8 @@ class Trainer:
         return reported, count
 
     def agree_to_stop(self, reason: str) -> str:
-        flag = torch.tensor([1.0 if reason else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        flag = torch.tensor([1.0 if reason else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.host_group)
         return reason or ("another rank stopped" if flag.item() > 0 else "")
 
     def limit_reached(self, stop_requested: bool) -> str:

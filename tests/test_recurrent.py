@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.data.batching import to_device
 from seq2seq.models import activation
-from seq2seq.models.recurrent import CELLS, Dropout, Recurrent, dropout, reverse_padded
+from seq2seq.models.recurrent import CELLS, Dropout, Recurrent, dropout, pack, reverse_padded, unpack
 
 torch.manual_seed(0)
 
@@ -67,6 +69,17 @@ def test_reverse_padded_keeps_padding_at_the_end():
         [3, 2, 1], [6, 5, 4]]  # fmt: skip
     (out.squeeze(-1) * torch.tensor([[1.0, 10, 100], [1, 10, 100]])).sum().backward()
     assert leaf.grad.tolist() == [[100, 10, 1], [100, 10, 1]]
+
+
+def test_pack_and_unpack_are_torchs_own():
+    """`pack` / `unpack` are pack_padded_sequence / pad_packed_sequence without their host-device copies of the
+    sort order (on a GPU those made the host wait at every batch); on a CPU `to_device` is a plain `.to`."""
+    x, lengths = torch.randn(5, 6, 3), torch.tensor([3, 6, 1, 6, 4])
+    ours, torchs = pack(x, lengths), pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    for field in ("data", "batch_sizes", "sorted_indices", "unsorted_indices"):
+        assert torch.equal(getattr(ours, field), getattr(torchs, field)), field
+    assert torch.equal(unpack(ours, 7), pad_packed_sequence(torchs, batch_first=True, total_length=7)[0])
+    assert to_device(lengths, "cpu") is lengths
 
 
 def test_unknown_cell_is_a_clear_error():

@@ -21,6 +21,17 @@ import torch
 from seq2seq.tokenizer import BOS, EOS, PAD
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host tensor on `device` without making the host wait for the device. A copy to a GPU with
+    non_blocking=False synchronizes with its stream (the host waits for every kernel queued before it), and one from
+    pageable memory may too (CUDA's API synchronization notes): on CUDA the copy goes through pinned memory,
+    asynchronously. Anywhere else it is `t.to(device)`."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 @dataclass
 class Batch:
     src: torch.Tensor  # (B, S) source ids, PAD after each sentence's end
@@ -35,10 +46,10 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
-            self.src.to(device, non_blocking=True),
+            to_device(self.src, device),
             self.src_lengths,
-            self.tgt_in.to(device, non_blocking=True),
-            self.tgt_out.to(device, non_blocking=True),
+            to_device(self.tgt_in, device),
+            to_device(self.tgt_out, device),
             self.n_tokens,
         )
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seq2seq.data.batching import to_device
 from seq2seq.data.corpora import DataError
 
 
@@ -141,7 +142,7 @@ class SeriesBatch:
     y: torch.Tensor  # (B,) normalised label of column 0
 
     def to(self, device: torch.device) -> SeriesBatch:
-        return SeriesBatch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+        return SeriesBatch(to_device(self.x, device), to_device(self.y, device))
 
 
 def to_tensors(raw_windows: np.ndarray, scaler: Scaler) -> tuple[torch.Tensor, torch.Tensor]:

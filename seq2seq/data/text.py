@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from seq2seq.data.batching import to_device
 from seq2seq.data.corpora import DataError, corpus_file, read_lines
 from seq2seq.tokenizer import EOS, UNK, Tokenizer
 
@@ -179,7 +180,7 @@ class LMBatch:
     carry: Carry = field(default_factory=Carry)
 
     def to(self, device) -> LMBatch:
-        return LMBatch(self.inputs.to(device), self.targets.to(device), self.carry)
+        return LMBatch(to_device(self.inputs, device), to_device(self.targets, device), self.carry)
 
 
 class StreamBatches:

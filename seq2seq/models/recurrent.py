@@ -19,10 +19,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.data.batching import to_device
 from seq2seq.models.activation import lstm_gates_, tanh
 
 CELLS = ("lstm", "gru", "rnn", "peephole")
 State = list[tuple[Tensor, ...]]
+
+
+def pack(x: Tensor, lengths: Tensor) -> PackedSequence:
+    """pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), but the sort order reaches x's
+    device through `to_device` (torch's copies it with non_blocking=False: a wait for the GPU at every batch)."""
+    lengths, order = torch.sort(lengths.cpu().long(), descending=True)
+    order = to_device(order, x.device)
+    packed = pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True)
+    return PackedSequence(packed.data, packed.batch_sizes, order)
+
+
+def unpack(h: PackedSequence, total_length: int) -> Tensor:
+    """pad_packed_sequence(h, batch_first=True, total_length=...)[0] in the original order, without torch's copy of
+    the order back to the host (for the lengths it also returns, which are not needed here)."""
+    padded, _ = pad_packed_sequence(PackedSequence(h.data, h.batch_sizes), batch_first=True, total_length=total_length)
+    return padded if h.unsorted_indices is None else padded.index_select(0, h.unsorted_indices)
 
 
 def select_state(state: State, index: Tensor) -> State:
@@ -44,7 +61,7 @@ def reverse_padded(x: Tensor, lengths: Tensor, time_major: bool = False) -> Tens
     if lengths.device.type == "cpu" and int(lengths.min()) == T:
         return x.flip(0 if time_major else 1)
     t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-    lens = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    lens = to_device(lengths, x.device).unsqueeze(0)  # (1, B)
     source = torch.where(t < lens, lens - 1 - t, t)  # (T, B): the time step each position takes its value from
     b = torch.arange(B, device=x.device).unsqueeze(0)
     index = source * B + b if time_major else (b * T + source).t()  # rows of x flattened over its first two dims
@@ -95,7 +112,7 @@ class PeepholeLSTM(nn.Module):
             zeros = x.new_zeros(self.directions, B, H)
             state = (zeros, zeros)
         lengths = lengths if lengths is not None else torch.full((B,), T, dtype=torch.long)
-        mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).to(x.device, x.dtype)  # (B, T)
+        mask = to_device(torch.arange(T).unsqueeze(0) < lengths.cpu().unsqueeze(1), x.device).to(x.dtype)  # (B, T)
         outputs, finals_h, finals_c = [], [], []
         for d in range(self.directions):
             seq = x if d == 0 else reverse_padded(x, lengths)
@@ -186,9 +203,7 @@ class Recurrent(nn.Module):
             return self._lstm_step(x, state)
         T = x.shape[1]
         packed = lengths is not None and self.cell != "peephole"
-        h: Tensor | PackedSequence = (
-            pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False) if packed else x
-        )
+        h: Tensor | PackedSequence = pack(x, lengths) if packed else x
         new_state: State = []
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout > 0:
@@ -203,7 +218,7 @@ class Recurrent(nn.Module):
                 s = (s,)
             new_state.append(s if isinstance(s, tuple) else tuple(s))
         if packed:
-            h, _ = pad_packed_sequence(h, batch_first=True, total_length=T)
+            h = unpack(h, T)
         return h, new_state if final_state else None
 
     def _lstm_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -250,7 +265,7 @@ class Recurrent(nn.Module):
                 out = kernel(seq, hx if self.cell == "lstm" else hx[0], params, True, 1, 0.0, self.training, False, False)[0]
                 outputs.append(out if d == 0 else reverse_padded(out, lengths, time_major=True))
             h = torch.cat(outputs, dim=-1) if self.directions == 2 else outputs[0]  # (T, B, D * H)
-        real = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (T, B)
+        real = torch.arange(T, device=x.device).unsqueeze(1) < to_device(lengths, x.device).unsqueeze(0)  # (T, B)
         return _BatchFirst.apply(h, real.unsqueeze(-1).to(h.dtype))
 
 

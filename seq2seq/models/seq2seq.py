@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.data.batching import Batch
+from seq2seq.data.batching import Batch, to_device
 from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
 from seq2seq.models.int8 import Int8Linear
@@ -173,7 +173,7 @@ class Seq2Seq(nn.Module):
         """src (B, S), src_lengths (B,) -> the decoder's initial state, holding the encoder's memory."""
         memory, _ = self.encoder(self.dropout(self.src_embed(src)), lengths=src_lengths, final_state=False)  # (B, S, D*He)
         B, S, _ = memory.shape
-        lengths = src_lengths.to(src.device)
+        lengths = to_device(src_lengths, src.device)
         mask = torch.arange(S, device=src.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
         if self.bridge is None:
             h0 = memory.new_zeros(1, B, self.decoder_hidden)
