@@ -275,7 +275,7 @@ def train_step(model, opt, scaler, precision: str, device: torch.device, batch) 
 def host_syncs(device: torch.device, step, batch) -> dict:
     """On CUDA, step(batch) once more under torch's sync debug mode: {"host_syncs_per_step": how many operations made
     the host wait for the GPU, "host_sync_sites": the Python lines that called them}. Issue #5 asks for none in the
-    training loop (the reference's plain loop, and fp16's GradScaler, have their own). Elsewhere {}."""
+    training loop. Elsewhere {}."""
     if device.type != "cuda":
         return {}
     with warnings.catch_warnings(record=True) as caught:
