@@ -17,7 +17,8 @@ oneDNN's kernels for its new batch shapes, as a training run does in its first e
 model's shapes (multiply-adds x 2, backward = 2 x forward) and MFU is taken against a bf16 matmul peak measured
 in the same run. `decode` counts the products each search executes the same way (`DecodeWork`) and sets them
 against the matrix peaks of float32, bf16 and int8 measured in the run: `roofline_sentences_per_s` is the speed
-at which they would all run at the peak with nothing else taking time, an upper bound for the model and search. `lm` does the same for the language-model recipes against a copy of pytorch/examples'
+at which they would all run at the peak with nothing else taking time, an upper bound for the model and search.
+`lm` does the same for the language-model recipes against a copy of pytorch/examples'
 word_language_model (its RNNModel and training step: fp32, seq-first nn.LSTM, manual SGD), at the same sizes.
 On a GPU (`--device cuda`) every timer waits for the device, memory is the peak the caching allocator held, the
 translation variants add fp16, and a large configuration (embeddings 512, biLSTM 2x512, decoder 2x1024, 16k
