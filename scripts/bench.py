@@ -112,14 +112,28 @@ def lstm_flops(inp: int, hidden: int) -> int:
     return 2 * 4 * hidden * (inp + hidden)  # per token and direction, multiply-adds x 2
 
 
+def encoder_lstm_flops(m) -> int:
+    """Per source token: the translation encoder's LSTM layers (recipe.model `m`), both directions."""
+    D = 2 if m.bidirectional else 1
+    return sum(D * lstm_flops(m.embedding_size if i == 0 else D * m.encoder_hidden, m.encoder_hidden)
+               for i in range(m.encoder_layers))  # fmt: skip
+
+
+def decoder_lstm_flops(m) -> int:
+    """Per decoder row and step: the decoder's LSTM layers (input feeding and context feeding included)."""
+    D = 2 if m.bidirectional else 1
+    Ho, Hd = m.embedding_size if m.tie_embeddings else m.decoder_hidden, m.decoder_hidden
+    flops = lstm_flops(m.embedding_size + (Ho if m.input_feeding else 0), Hd)  # the first layer
+    return flops + sum(lstm_flops(Hd + (D * m.encoder_hidden if m.context_feeding and i == 1 else 0), Hd)
+                       for i in range(1, m.decoder_layers))  # fmt: skip
+
+
 def train_flops(m, vocab: int, src_tokens: int, tgt_tokens: int, mean_src_len: float) -> float:
     """Forward FLOPs of one batch from the model's shapes, times 3 for forward + backward."""
     E, He, Hd = m.embedding_size, m.encoder_hidden, m.decoder_hidden
     D = 2 if m.bidirectional else 1
     Ho = E if m.tie_embeddings else Hd  # attentional output size
-    enc = sum(D * lstm_flops(E if i == 0 else D * He, He) for i in range(m.encoder_layers))
-    dec = lstm_flops(E + (Ho if m.input_feeding else 0), Hd)  # the first layer
-    dec += sum(lstm_flops(Hd + (D * He if m.context_feeding and i == 1 else 0), Hd) for i in range(1, m.decoder_layers))
+    enc, dec = encoder_lstm_flops(m), decoder_lstm_flops(m)
     keys = 2 * D * He * Hd  # key projection, once per source token
     per_step_attention = 2 * mean_src_len * D * He * 2 + (2 * Hd * Hd + 3 * mean_src_len * Hd
                                                         if m.attention == "bahdanau" else 0)  # fmt: skip
@@ -159,15 +173,13 @@ class DecodeWork:
         model, m = translator.model, translator.recipe.model
         self.flops = {"encoder": 0.0, "products": 0.0, "attention": 0.0}
         D = 2 if m.bidirectional else 1
-        E, He, Hd, K = m.embedding_size, m.encoder_hidden, m.decoder_hidden, D * m.encoder_hidden
+        E, Hd, K = m.embedding_size, m.decoder_hidden, D * m.encoder_hidden
         Ho = E if m.tie_embeddings else Hd  # the attentional output
         A = Hd if m.attention == "bahdanau" else 0  # Bahdanau's attention size (Luong: the query itself)
-        encoder = sum(D * lstm_flops(E if i == 0 else K, He) for i in range(m.encoder_layers))
+        encoder = encoder_lstm_flops(m)
         bridge = 2 * K * Hd if m.bridge else 0  # per sentence: the decoder's initial state from the encoder's summary
         keys = 2 * K * (A or Hd)  # per source token, once per sentence
-        decoder = lstm_flops(E + (Ho if m.input_feeding else 0), Hd)
-        decoder += sum(lstm_flops(Hd + (K if m.context_feeding and i == 1 else 0), Hd) for i in range(1, m.decoder_layers))
-        step = decoder + 2 * Hd * A + 2 * (Hd + K) * Ho  # per row: LSTM layers, query projection, combination
+        step = decoder_lstm_flops(m) + 2 * Hd * A + 2 * (Hd + K) * Ho  # per row: LSTM layers, query projection, combination
         per_position = 2 * (A or Hd) + 2 * K  # per row and source position: the score, the context
         encode, decode_step = model.encode, model.decode_step
 
