@@ -92,9 +92,9 @@ def peak_memory_gib(device: torch.device) -> dict:
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> float:
-    """FLOP/s of the fastest of `repeats` square products (until session 10: their mean). On a shared or virtual
-    machine the mean dipped with the neighbours' load (a 2-core VM once gave 0.25 against 0.37 TFLOP/s minutes
-    earlier), which inflated MFU; the fastest product is what the hardware can do."""
+    """FLOP/s of the fastest of `repeats` square products, not their mean. On a shared or virtual
+    machine the mean dips with the neighbours' load (a 2-core VM once gave 0.25 against 0.37 TFLOP/s minutes
+    earlier), which would inflate MFU; the fastest product is what the hardware can do."""
     n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
@@ -287,8 +287,8 @@ def train_step(model, opt, scaler, precision: str, device: torch.device, batch) 
 
 def host_syncs(device: torch.device, step, batch) -> dict:
     """On CUDA, step(batch) once more under torch's sync debug mode: {"host_syncs_per_step": how many operations made
-    the host wait for the GPU, "host_sync_sites": the Python lines that called them}. Issue #5 asks for none in the
-    training loop. Elsewhere {}."""
+    the host wait for the GPU, "host_sync_sites": the Python lines that called them}. A training step should
+    have none. Elsewhere {}."""
     if device.type != "cuda":
         return {}
     with warnings.catch_warnings(record=True) as caught:
@@ -359,7 +359,7 @@ def bench_lm(args) -> None:
     vocab = Vocabulary.from_lines(lines, "word")
     peak = matmul_peak(torch.bfloat16, device)
     for name in args.recipes or LM_RECIPES:
-        anchor = None  # the example at its own batch (20): the speed anchor of issue 6
+        anchor = None  # the example at its own batch (20): the speed anchor
         for batch_size in args.batch_size or [None]:
             sizes = [f"data.batch_size={batch_size}"] if batch_size else []
             speeds, m, d = bench_lm_recipe(args, name, sizes, vocab, lines, device)
@@ -464,7 +464,7 @@ def bench_decode(args) -> None:
                       **{f"{k}_{'tops' if k == 'int8' else 'tflops'}": v / 1e12 for k, v in peaks.items()}}))
     work = {id(t): DecodeWork(t) for t in [reference, translator, full, *others]}
     threads = torch.get_num_threads()
-    for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as issue #5 measured Joey NMT) and
+    for beam in (1, 5):  # the reference, then ours in batches of 64 sentences (as Joey NMT is measured) and
         # in the default batch, one batch at a time with all threads, then (on a CPU with several threads) two batches
         # at a time (--inter-threads 2)
         variants = [(reference, 64, 1)] + [(translator, batch_size, 1) for batch_size in dict.fromkeys(

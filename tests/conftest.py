@@ -85,7 +85,7 @@ def train_toy_run(root: Path, *overrides: str) -> Path:
         mp.setenv("SEQ2SEQ_DATA", str(write_toy_corpus(root / "data")))
         mp.setenv("SEQ2SEQ_CACHE", str(root / "cache"))
         # The fused decoder: with input feeding (the recipe's decoder) how fast this toy is learned depends on
-        # rounding: 100 BLEU at step 800 on 2 threads, 68.6 on 1 (the stalls of README's Results, in miniature).
+        # rounding: 100 BLEU at step 800 on 2 threads, 68.6 on 1 (the stalls of docs/experiments.md, in miniature).
         # The unrolled input-feeding loop is checked against the plain loop in tests/test_seq2seq.py instead.
         recipe = toy_recipe("train.max_steps=800", "train.valid_every=200", "train.precision=bf16",
                             "model.attention=bahdanau", "model.input_feeding=false", *overrides)
@@ -93,9 +93,15 @@ def train_toy_run(root: Path, *overrides: str) -> Path:
     return root / "run"
 
 
+REAL_CORPORA = ("multi30k", "tatoeba-fra-eng", "ptb", "wikitext-2", "sp500")
+NO_REAL_DATA = ("real corpora not found: set SEQ2SEQ_DATA to a folder holding " + ", ".join(REAL_CORPORA)
+                + " (CI uses ../shared/data when it exists) to run the real-data tests")
+
+
 @pytest.fixture
 def real_data() -> Path:
+    """The folder of real corpora; the real-data tests skip, all with one reason, where there is none."""
     root = os.environ.get("SEQ2SEQ_DATA")
-    if not root:
-        pytest.skip("SEQ2SEQ_DATA is not set (CI sets it to ../shared/data)")
+    if not root or not all((Path(root) / name).is_dir() for name in REAL_CORPORA):
+        pytest.skip(NO_REAL_DATA)
     return Path(root)

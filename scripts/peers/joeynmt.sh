@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Joey NMT 2.3 on this machine, for a same-machine speed ratio (README, Speed): trains LSTM-medium on Multi30k en-fr
+# Joey NMT 2.3 on this machine, for a same-machine speed ratio (docs/speed.md): trains LSTM-medium on Multi30k en-fr
 # with the SentencePiece model of one of our runs, logging target tokens/s every 5 updates, stops it after SECONDS
 # (default 330: about 30 updates here), and prints the figures and the peak RSS.
 #   SEQ2SEQ_DATA=../shared/data bash scripts/peers/joeynmt.sh runs/en-fr [SECONDS]

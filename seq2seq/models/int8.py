@@ -2,8 +2,8 @@
 
 Each weight matrix is quantized once, per output row (scale = the row's largest magnitude / 127); each product's input
 is quantized per row as it comes (dynamic quantization, as CTranslate2's int8 compute type). torch._int_mm multiplies
-the int8 matrices into int32 (oneDNN, VNNI on x86), and y = (x_q W_q^T) * s_x * s_w + b rescales. On the AMD EPYC of
-sessions 11-14 (avx512_vnni, 2 threads) the int8 product runs at 0.77-0.84 TOPS against 0.37-0.43 TFLOP/s in bf16,
+the int8 matrices into int32 (oneDNN, VNNI on x86), and y = (x_q W_q^T) * s_x * s_w + b rescales. On 2 cores of an
+AMD EPYC (Zen 4, avx512_vnni) the int8 product runs at 0.77-0.84 TOPS against 0.37-0.43 TFLOP/s in bf16,
 and with the quantization of its input and the rescaling 1.45-1.6x faster: 510 rows x 512 -> 8,000 (the output layer
 in beam 5) 7.3 ms against 11.1; 510 x 1,280 -> 2,048 (the first decoder layer's gates) 4.6 ms against 7.0. Half the
 bytes of bf16 also halves what a small batch reads: 5 rows x 512 -> 8,000 0.22 ms against 0.41.

@@ -78,7 +78,7 @@ class LanguageModel(nn.Module):
         # Adam (lr 0.002), PTB training stalled at the unigram loss (6.74 after 250 steps vs 6.55 in float32).
         # `recurrence: autocast` runs it in the autocast dtype: with the SGD recipes it learned like float32 per epoch
         # in a full 20-minute 2x200 run; on this CPU it is 24% faster per step at 2x650 and 4% slower at 2x200
-        # (README, "Language modelling"). The output projection stays in bf16 either way.
+        # (docs/experiments.md, "Language models"). The output projection stays in bf16 either way.
         if self.recurrence == "autocast":
             h, state = self.rnn(x, state)  # (B, T, H)
         else:

@@ -13,8 +13,8 @@ weight's gradient for all steps in one product:
 Also: the inputs known in advance (the target embeddings) are projected for all steps at once, an LSTM step is
 one product [x_t; h_{t-1}] W^T and its gates with a hand-written backward (float32), Luong attention's backward is
 one (R x S) product per step, and Bahdanau attention's (R x S x A) work runs in float32 (the CPU's bf16 tanh is
-slow). Same results as the plain loop up to rounding (tests/test_seq2seq.py). LSTM-medium, 2 CPU threads, bf16:
-input feeding with Luong attention 4,516 -> 7,354 target tokens/s, with Bahdanau 5,518 -> 5,969 (README, Speed).
+slow). Same results as the plain loop up to rounding (tests/test_seq2seq.py); the training speed it gives is in
+docs/speed.md.
 """
 
 from __future__ import annotations
