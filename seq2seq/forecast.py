@@ -8,38 +8,36 @@ prints the tables.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from seq2seq.allocator import reuse_freed_memory
-from seq2seq.checkpoint import CheckpointError
-from seq2seq.config import ConfigError
-from seq2seq.data.corpora import DataError
+from seq2seq.cli import ArgumentParser, check_runs, non_negative_int, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     reuse_freed_memory()
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.forecast", description=__doc__)
+    parser = ArgumentParser(prog="python -m seq2seq.forecast", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
     parser.add_argument(
-        "--horizon", type=int, default=0, help="days per multi-sequence fan (default: the window)"
+        "--horizon", type=non_negative_int, default=0, help="days per multi-sequence fan (default: the window)"
     )
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/forecast)")
     args = parser.parse_args(argv)
-    try:
-        from seq2seq.build import load_regressor, series_split
-        from seq2seq.forecasting import forecast, report
+    check_runs([args.run_dir], args.checkpoint)  # a run or checkpoint that is not there: a usage error (exit 2)
+    from seq2seq.build import load_regressor, series_split
+    from seq2seq.forecasting import forecast, report
 
-        recipe, model, scaler = load_regressor(args.run_dir, args.checkpoint)
-        series, split = series_split(recipe)
-        window = recipe.data.window
-        result = forecast(model, series, split, scaler, window, args.horizon or window)
-        print(report(result, args.out or args.run_dir / "forecast"))
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe, model, scaler = load_regressor(args.run_dir, args.checkpoint)
+    series, split = series_split(recipe)
+    window = recipe.data.window
+    result = forecast(model, series, split, scaler, window, args.horizon or window)
+    print(report(result, args.out or args.run_dir / "forecast"))
     return 0
 
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from seq2seq.checkpoint import write_atomic
 from seq2seq.data.series import Scaler, Series, Split, to_tensors, windows
 from seq2seq.metrics import direction_accuracy, regression_errors
 from seq2seq.plots import plot_fans, plot_forecast
@@ -155,13 +158,31 @@ MULTI_STEP_COLUMNS = {
 }
 
 
+def json_scores(scores: dict, path: Path) -> dict:
+    """`scores` with every NaN or infinite number as None (JSON null: JSON has no NaN), and a warning naming them."""
+    bad = []
+
+    def clean(value, where: str):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}/{k}") for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            bad.append(f"{where[1:]} ({value})")
+            return None
+        return value
+
+    cleaned = clean(scores, "")
+    if bad:
+        print(f"warning: {path}: {len(bad)} scores are not finite and are written as null: {', '.join(bad[:4])}"
+              + (" ..." if len(bad) > 4 else ""), file=sys.stderr)
+    return cleaned
+
+
 def report(fc: Forecast, out_dir: Path) -> str:
     """Write predictions.csv, scores.json and the three PNGs to `out_dir`; return the two tables as markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     next_day, multi = next_day_scores(fc), multi_step_scores(fc)
-    (out_dir / "scores.json").write_text(
-        json.dumps({"next_day": next_day, "multi_step": multi}, indent=1) + "\n"
-    )
+    scores = json_scores({"next_day": next_day, "multi_step": multi}, out_dir / "scores.json")
+    write_atomic(out_dir / "scores.json", json.dumps(scores, indent=1, allow_nan=False) + "\n")
     h = fc.fans.shape[1]
     multi_by_day = fc.fans.reshape(-1)[: len(fc.actual)]  # fans start every h days, so they tile the span
     drift = fc.drift()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
+
+from seq2seq import runlog
 
 
 def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
@@ -11,7 +13,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     if not metrics_path.is_file():
         return None
     plt = _pyplot()
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = runlog.read(metrics_path)
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]
     scores = [k for k in ("bleu", "ppl", "rmse") if valid and k in valid[0]]
@@ -30,8 +32,12 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
         ax.set_ylabel(f"validation {key}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    from seq2seq.checkpoint import write_atomic  # torch; only once there is a figure to write
+
+    write_atomic(out_path, png.getvalue())  # a full disk keeps the previous figure whole
     return out_path
 
 

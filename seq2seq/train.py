@@ -2,19 +2,22 @@
 
 Several processes (CPUs with gloo, GPUs with NCCL), each reading its own share of the batches:
     torchrun --nproc_per_node 4 -m seq2seq.train RECIPE.yaml
+
+One training per run directory (RUN_DIR/.lock): a second one is refused, naming the first one's pid. The first
+Ctrl-C or SIGTERM finishes the step, saves last.pt and stops (--resume continues); a second one exits at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from seq2seq.allocator import reuse_freed_memory
-from seq2seq.checkpoint import CheckpointError
+from seq2seq.checkpoint import lock_run_dir
+from seq2seq.cli import ArgumentParser, run_cli
 from seq2seq.config import ConfigError, load_recipe
-from seq2seq.data.corpora import DataError
 
 
 def start_distributed() -> tuple[int, int]:
@@ -63,9 +66,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    if not resume and (run_dir / "last.pt").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir for a new one")
+    if resume and not (run_dir / "last.pt").exists():
+        raise ConfigError(f"--resume: {run_dir} has no last.pt to continue from")
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     reuse_freed_memory()
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.train", description=__doc__)
+    parser = ArgumentParser(prog="python -m seq2seq.train", description=__doc__)
     parser.add_argument("recipe", help="a YAML recipe, e.g. recipes/en-fr.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints and logs go (default: runs/<recipe name>)")
@@ -73,27 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-changes", action="store_true",
                         help="with --resume: continue even where the recipe differs from the run's (printed)")
     args = parser.parse_intermixed_args(argv)  # overrides may follow --run-dir
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-        run_dir = args.run_dir or Path("runs") / recipe.name
-        if not args.resume and (run_dir / "last.pt").exists():
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir for a new one")
-        if args.resume and not (run_dir / "last.pt").exists():
-            raise ConfigError(f"--resume: {run_dir} has no last.pt to continue from")
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_dir = args.run_dir or Path("runs") / recipe.name
+    check_run_dir(run_dir, args.resume)
+    from seq2seq.build import build_training, resolve_device  # heavy imports once the recipe is valid
+
+    if recipe.train.precision == "fp16" and resolve_device(recipe.train.device).type != "cuda":
+        raise ConfigError("train.precision fp16 needs a CUDA GPU, and torch sees none; use bf16 or fp32")
+    # One training per run directory: rank 0 (the only writer) holds RUN_DIR/.lock until it exits
+    with lock_run_dir(run_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        check_run_dir(run_dir, args.resume)  # again under the lock: another start may have got there first
         if args.resume:
             check_same_run(recipe, run_dir, args.allow_changes)
-        from seq2seq.build import build_training, resolve_device  # heavy imports once the recipe is valid
-
-        if recipe.train.precision == "fp16" and resolve_device(recipe.train.device).type != "cuda":
-            raise ConfigError("train.precision fp16 needs a CUDA GPU, and torch sees none; use bf16 or fp32")
-
         rank, world = start_distributed()
         if rank == 0:
             print(f"run directory: {run_dir}" + (f" ({world} processes)" if world > 1 else ""), flush=True)
         build_training(recipe, run_dir, args.resume, rank, world).fit()
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -6,12 +6,11 @@ It knows a model only by `model.loss(batch) -> (summed loss, count)`, data only 
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, runlog
 from seq2seq.config import TrainConfig
+from seq2seq.data.corpora import DataError
 from seq2seq.plots import plot_curves
 
 
@@ -53,6 +53,10 @@ def learning_rate(step: int, cfg: TrainConfig, lr_scale: float = 1.0, elapsed: f
         spent = elapsed / (cfg.max_minutes * 60) if cfg.max_minutes else step / cfg.max_steps
         warm *= min(1.0, max(0.0, 1.0 - spent) / (1.0 - cfg.decay_start))
     return max(cfg.lr * warm * lr_scale, min(cfg.min_lr, cfg.lr))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite numbers; nothing was saved after they did."""
 
 
 def autocast(device: torch.device, precision: str):
@@ -104,8 +108,12 @@ class Trainer:
         is_main: bool = True,
     ) -> None:
         self.model, self.optimizer, self.data, self.evaluate, self.cfg = model, optimizer, data, evaluate, cfg
+        if not isinstance(cfg.valid_every, int):  # "1 epoch" -> steps, from this rank's batches in an epoch
+            per_epoch = len(data) if hasattr(data, "__len__") else sum(1 for _ in data.epoch(1))
+            self.cfg = cfg = cfg.resolve_epochs(per_epoch)
         self.run_dir, self.device, self.extra, self.is_main = Path(run_dir), device, extra, is_main
         self.progress = Progress()
+        self.validated_at = -1  # the step validate_and_save last ran at
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.higher_is_better = cfg.valid_metric != "loss"
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -120,12 +128,18 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- the loop
 
     def fit(self) -> Progress:
+        """Train until max_steps, max_epochs, max_minutes, early stopping or a signal, all checked before the first
+        step, after every step and at every epoch's end. An epoch without a batch is a DataError, not an endless
+        loop; a non-finite loss or weight is TrainingDiverged, raised before anything is saved."""
         cfg, p = self.cfg, self.progress
         self.model.train()
+        if self.is_main:  # forget what a killed run logged after its checkpoint
+            runlog.trim(self.run_dir / "metrics.jsonl", p.step)
         start, tokens, loss_sum, loss_count, window_start = time.time() - p.elapsed, 0, 0.0, 0, time.time()
+        logged = p.step  # the last step whose loss was read (and checked to be finite)
         bar = tqdm(total=cfg.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True, disable=not self.is_main)
-        stop_reason = ""
-        with stop_requests() as stop:
+        with stop_requests() as stop, closing(bar):  # closed on an error too: its line then ends before the error's
+            stop_reason = self.agree_to_stop(self.limit_reached(stop[0]))  # e.g. a finished run resumed
             while not stop_reason:
                 for index, batch in self.data.epoch(p.epoch, start=p.batch_in_epoch):
                     lr = learning_rate(p.step + 1, cfg, p.lr_scale, p.elapsed)
@@ -135,33 +149,43 @@ class Trainer:
                     bar.update(1)
                     if p.step % cfg.log_every == 0 or p.step % cfg.valid_every == 0:
                         tokens, mean = int(tokens), float(loss_sum) / max(int(loss_count), 1)  # the one host read
-                        rate = tokens / max(time.time() - window_start, 1e-9)
+                        if not math.isfinite(mean):
+                            raise TrainingDiverged(self.diverged(f"the training loss was {mean} (the mean of steps "
+                                                                 f"{logged + 1}-{p.step})"))
+                        logged, rate = p.step, tokens / max(time.time() - window_start, 1e-9)
                         bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
                         self.log(kind="train", step=p.step, epoch=p.epoch, loss=mean, lr=lr, tokens_per_s=rate)
                         tokens, loss_sum, loss_count = 0, 0.0, 0
                     p.elapsed = time.time() - start
-                    stop_reason = self.limit_reached(stop[0])
-                    if self.world > 1:  # ranks stop together, or the ones that go on would wait forever
-                        stop_reason = self.agree_to_stop(stop_reason)
-                    if stop[0]:  # save at once; validating could take minutes
-                        self.save("last.pt") if self.is_main else None
-                    elif p.step % cfg.valid_every == 0 or stop_reason:
-                        stop_reason = self.validate_and_save() or stop_reason
+                    stop_reason = self.end_step(stop[0], due=p.step % cfg.valid_every == 0)
                     if p.step % cfg.log_every == 0 or p.step % cfg.valid_every == 0:
                         window_start = time.time()  # tokens/s excludes validation time
                     if stop_reason:
                         break
                 else:  # the epoch ran out
+                    if p.batch_in_epoch == 0:  # ... before its first batch: every epoch would (a silent hang)
+                        raise DataError(f"epoch {p.epoch} has no training batch: the training data are empty")
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-                    if cfg.max_epochs and p.epoch > cfg.max_epochs:
-                        stop_reason = f"max_epochs={cfg.max_epochs} reached"
-                        if p.step % cfg.valid_every != 0:
-                            self.validate_and_save()
-        bar.close()
+                    p.elapsed = time.time() - start
+                    stop_reason = self.end_step(stop[0], due=False)  # max_epochs, or a signal between two epochs
         if self.is_main:
             tqdm.write(f"stopped at step {p.step}: {stop_reason}; best {cfg.valid_metric} {p.best}")
-            plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+            try:
+                plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+            except Exception as e:  # noqa: BLE001 - the run is saved; a figure that cannot be drawn is no failure
+                tqdm.write(f"warning: could not draw {self.run_dir / 'curves.png'}: {' '.join(str(e).split())}")
         return p
+
+    def end_step(self, stop_requested: bool, due: bool) -> str:
+        """After a step (or an epoch): the reason to stop, agreed by all ranks, or ''. A signal saves last.pt at once
+        (validating could take minutes); otherwise validate and save when due or stopping, unless done at this step."""
+        reason = self.agree_to_stop(self.limit_reached(stop_requested))
+        if stop_requested:
+            self.check_weights()
+            self.save("last.pt") if self.is_main else None
+        elif (due or reason) and self.validated_at != self.progress.step:
+            reason = self.validate_and_save() or reason
+        return reason
 
     def train_step(self, batch, lr: float) -> tuple[torch.Tensor, int | torch.Tensor]:
         for group in self.optimizer.param_groups:
@@ -191,6 +215,9 @@ class Trainer:
         return reported, count
 
     def agree_to_stop(self, reason: str) -> str:
+        """Ranks stop together, or the ones that go on would wait forever for the others."""
+        if self.world == 1:
+            return reason
         flag = torch.tensor([1.0 if reason else 0.0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.host_group)
         return reason or ("another rank stopped" if flag.item() > 0 else "")
@@ -203,19 +230,38 @@ class Trainer:
             return f"max_steps={cfg.max_steps} reached"
         if cfg.max_minutes and p.elapsed >= cfg.max_minutes * 60:
             return f"max_minutes={cfg.max_minutes} reached"
+        if cfg.max_epochs and p.epoch > cfg.max_epochs:
+            return f"max_epochs={cfg.max_epochs} reached"
         return ""
+
+    def check_weights(self) -> None:
+        """Raise TrainingDiverged, before anything is saved, if a weight is NaN or infinite (one host read)."""
+        finite = torch.stack([torch.isfinite(w).all() for w in self.model.parameters() if w.is_floating_point()])
+        if not bool(finite.all()):
+            raise TrainingDiverged(self.diverged("the weights hold NaN or infinite values"))
+
+    def diverged(self, what: str) -> str:
+        return (f"{what} at step {self.progress.step}; stopped without saving, so last.pt and best.pt keep the last "
+                f"finite weights. Look for NaN or infinite values in the training data, or lower train.lr (or set "
+                f"train.clip_norm)")
 
     # ----------------------------------------------------------------------------------- validate and save
 
     def validate_and_save(self) -> str:
         """Validate, keep best.pt and last.pt, adjust the plateau schedule; return a reason to stop, or ''."""
         cfg, p = self.cfg, self.progress
+        self.check_weights()
+        self.validated_at = p.step
         self.model.eval()
         with autocast(self.device, cfg.precision):
             metrics = self.evaluate(self.model)
         self.model.train()
         value = metrics[cfg.valid_metric]
-        improved = p.best is None or (value > p.best if self.higher_is_better else value < p.best)
+        # A non-finite score is never the best (NaN compares false both ways: the first one would stay best forever)
+        improved = math.isfinite(value) and (p.best is None or not math.isfinite(p.best) or
+                                             (value > p.best if self.higher_is_better else value < p.best))
+        if not math.isfinite(value) and self.is_main:
+            tqdm.write(f"warning: validation {cfg.valid_metric} is {value} at step {p.step}; it cannot be the best")
         if improved:
             p.best, p.bad_validations = value, 0
         else:
@@ -254,5 +300,4 @@ class Trainer:
 
     def log(self, **record: Any) -> None:
         if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            runlog.append(self.run_dir / "metrics.jsonl", record)

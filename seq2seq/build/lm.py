@@ -7,7 +7,14 @@ from pathlib import Path
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer, resolve_device, write_recipe
+from seq2seq.build.common import (
+    build_model,
+    build_optimizer,
+    check_task,
+    load_weights,
+    resolve_device,
+    write_recipe,
+)
 from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.text import StreamBatches, build_vocabulary, split_lines, vocabulary_from, word_count
 from seq2seq.metrics import perplexity
@@ -52,13 +59,13 @@ def lm_evaluator(ids: torch.Tensor):
 
 def load_language_model(run_dir: str | Path, which: str = "best", device: str = "cpu"):
     """A trained lm run: its recipe, the model (eval mode) and its vocabulary."""
-    payload = checkpoint.load(checkpoint.find(run_dir, which))
+    file = checkpoint.find(run_dir, which)
+    payload = checkpoint.load(file)
     recipe = recipe_from_dict(payload["recipe"])
-    if recipe.task != "lm":
-        raise checkpoint.CheckpointError(f"{run_dir} holds a {recipe.task} run, not a language model")
+    check_task(recipe, "lm", run_dir)
     vocab = vocabulary_from(payload["vocabulary"], recipe.data.tokens)
     model = build_model(recipe, tgt_vocab=len(vocab))
-    model.load_state_dict(payload["model"])
+    load_weights(model, payload["model"], file)
     return recipe, model.to(resolve_device(device)).eval(), vocab
 
 

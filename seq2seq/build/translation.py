@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -11,9 +12,17 @@ import numpy as np
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer, resolve_device, write_recipe
-from seq2seq.config import DECODE_PRECISIONS, Recipe, recipe_from_dict
+from seq2seq.build.common import (
+    build_model,
+    build_optimizer,
+    check_task,
+    load_weights,
+    resolve_device,
+    write_recipe,
+)
+from seq2seq.config import DECODE_PRECISIONS, ConfigError, Recipe, recipe_from_dict
 from seq2seq.data.batching import PairBatches
+from seq2seq.data.corpora import DataError
 from seq2seq.data.parallel import load_parallel
 from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
@@ -28,10 +37,8 @@ LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}  # inference wei
 def decode_precision(train_precision: str, device: torch.device) -> str:
     """The precision a model decodes in unless told otherwise. On a CPU its training precision (bf16 for the
     recipes; a model trained in fp16 on a GPU decodes in bf16). On a GPU float32: the recipes' models decode faster
-    in it there, since their steps wait on kernel launches and bf16 adds kernels of its own (runs/en-fr-s14 on an
-    H100, 2026-11-27: greedy 1,592 against 860 sentences/s in batches of 64 and 4,757-5,566 against 2,550-3,854 in one
-    batch of 1,000; beam 5 893-946 against 595-647 in batches of 64; one sentence with beam 5, p50 36-38 against
-    52-65 ms)."""
+    in it there, since their steps wait on kernel launches and bf16 adds kernels of its own (figures in
+    docs/speed.md, "Precision when decoding")."""
     if device.type == "cuda":
         return "fp32"
     return "bf16" if train_precision == "fp16" else train_precision
@@ -59,6 +66,36 @@ def tokenize(table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer, cache: Pat
     )
 
 
+CACHE_FORMAT = b"src_ids,tgt_ids v1"  # change it when what tokenize() stores changes: every cache is then rebuilt
+
+
+def tokenized_cache(folder: Path, split: str, table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer) -> Path:
+    """FOLDER/<split>-<key>.arrow, where the key hashes the SentencePiece models' bytes and the pairs (datasets'
+    fingerprint of the table: a hash of its content, or of a hub dataset's cache files, computed when the table is
+    made). A run directory left by a start with other tokenizers or other data (an interrupted start, another
+    recipe) thus never feeds its ids to this run: a new key tokenizes anew, and the split's other caches are removed."""
+    h = hashlib.sha256()
+    for part in (CACHE_FORMAT, src.proto, tgt.proto, str(table._fingerprint).encode()):
+        h.update(hashlib.sha256(part).digest())  # hashes of the parts: no two sets of parts run together alike
+    path = folder / f"{split}-{h.hexdigest()[:16]}.arrow"
+    for stale in [folder / f"{split}.arrow", *folder.glob(f"{split}-????????????????.arrow")]:
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def no_training_pair(recipe: Recipe, tokenized: datasets.Dataset) -> DataError:
+    """The error for a training split that the length filter leaves empty, naming the filter that emptied it."""
+    d = recipe.data
+    where = f"the {d.train_split} split of {d.corpus} ({d.src_lang}-{d.tgt_lang})"
+    if len(tokenized) == 0:
+        return DataError(f"{where} has no sentence pairs")
+    if not any(len(ids) for ids in tokenized["src_ids"]):
+        return DataError(f"every source sentence of {where} is empty")
+    return DataError(f"no training pair is at most data.max_len={d.max_len} pieces long on both sides: all "
+                     f"{len(tokenized)} pairs of {where} were filtered out; raise data.max_len")
+
+
 def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, rank: int, world: int) -> Trainer:
     """Data, tokenizers, model, optimizer and validation for translation, in that order."""
     d, t = recipe.data, recipe.train
@@ -69,7 +106,7 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     if resume:
         saved = checkpoint.load(run_dir / "last.pt")
         src_tok, tgt_tok = tokenizers_from(saved)
-        target_ids = saved["model"].get("target_ids")  # None: a run over every piece (every run before session 12)
+        target_ids = saved["model"].get("target_ids")  # None: a run over every piece (target_vocabulary: all)
         del saved
     else:  # SentencePiece training is deterministic, so every rank gets the same models
         src_tok, tgt_tok = train_tokenizers(recipe, train_table)
@@ -77,11 +114,14 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
             write_recipe(run_dir, recipe)
             names = {"spm.model": src_tok} if src_tok is tgt_tok else {"spm.src.model": src_tok, "spm.tgt.model": tgt_tok}
             for name, tok in names.items():  # also inside every checkpoint; these are for other tools
-                (run_dir / name).write_bytes(tok.proto)
+                checkpoint.write_atomic(run_dir / name, tok.proto)
     (run_dir / "cache").mkdir(exist_ok=True)
-    cache = run_dir / "cache" / f"{d.train_split}.arrow" if world == 1 else None  # ranks must not race on a file
-    train_ids = tokenize(train_table, src_tok, tgt_tok, cache)
-    train_ids = train_ids.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
+    # (one process only: ranks must not race on a file)
+    cache = tokenized_cache(run_dir / "cache", d.train_split, train_table, src_tok, tgt_tok) if world == 1 else None
+    tokenized = tokenize(train_table, src_tok, tgt_tok, cache)
+    train_ids = tokenized.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
+    if len(train_ids) == 0:  # every epoch would be empty
+        raise no_training_pair(recipe, tokenized)
     valid_ids = tokenize(valid_table, src_tok, tgt_tok, None)
     seen = target_pieces(train_ids)
     if not resume:
@@ -167,23 +207,25 @@ def load_for_inference(
     paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     torch_device = resolve_device(device)
     if precision is not None and precision not in DECODE_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(DECODE_PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(DECODE_PRECISIONS)}")
     if precision == "fp16" and torch_device.type != "cuda":
-        raise ValueError(f"fp16 decoding runs on CUDA, not on {torch_device}: use bf16 (or int8) on the CPU")
+        raise ConfigError(f"fp16 decoding runs on CUDA, not on {torch_device}: use bf16 (or int8) on the CPU")
     if precision == "int8" and torch_device.type != "cpu":  # the decoder's products in int8: models/int8.py
-        raise ValueError(f"int8 decoding runs on the CPU, not on {torch_device}: add --device cpu, or leave out "
-                         "--int8 (float32, the default on a GPU)")
+        raise ConfigError(f"int8 decoding runs on the CPU, not on {torch_device}: add --device cpu, or leave out "
+                          "--int8 (float32, the default on a GPU)")
     models, first = [], None
     for path in paths:
-        payload = checkpoint.load(checkpoint.find(path, which))
+        file = checkpoint.find(path, which)
+        payload = checkpoint.load(file)
         recipe = recipe_from_dict(payload["recipe"])
+        check_task(recipe, "translation", path)
         src_tok, tgt_tok = tokenizers_from(payload)
         if first is None:
             first = (recipe, src_tok, tgt_tok)
         elif (src_tok.proto, tgt_tok.proto) != (first[1].proto, first[2].proto):
             raise checkpoint.CheckpointError(f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble")
         model = build_model(recipe, len(src_tok), len(tgt_tok), payload["model"].get("target_ids"))
-        model.load_state_dict(payload["model"])
+        load_weights(model, payload["model"], file)
         if shortlist and len(paths) == 1 and model.target_ids is None:  # a target vocabulary needs no shortlist
             pieces = payload.get("target_pieces") or _cached_target_pieces(Path(path), recipe)
             model.output_ids = None if pieces is None else torch.tensor(pieces, device=torch_device)
@@ -201,5 +243,6 @@ def load_for_inference(
 
 def _cached_target_pieces(path: Path, recipe: Recipe) -> list[int] | None:
     """target_pieces from the tokenized training data that a run directory keeps in cache/, if it is there."""
-    cache = (path if path.is_dir() else path.parent) / "cache" / f"{recipe.data.train_split}.arrow"
-    return target_pieces(datasets.Dataset.from_file(str(cache))) if cache.is_file() else None
+    folder, split = (path if path.is_dir() else path.parent) / "cache", recipe.data.train_split
+    caches = sorted([*folder.glob(f"{split}.arrow"), *folder.glob(f"{split}-*.arrow")], key=lambda p: p.stat().st_mtime)
+    return target_pieces(datasets.Dataset.from_file(str(caches[-1]))) if caches else None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from seq2seq.data.corpora import DataError
 from seq2seq.tokenizer import BOS, EOS, PAD
 
 
@@ -140,5 +141,12 @@ class PairBatches:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
         batches = token_budget_batches(self.tgt_len, self.src_len, self.budget, self.seed, epoch)
         usable = len(batches) - len(batches) % self.world if self.world > 1 else len(batches)
+        if usable == 0:  # every rank sees this together (the same count of batches), so none waits for another
+            raise DataError(
+                f"rank {self.rank} of {self.world} got no batch: the {len(self.tgt_len)} training pairs make "
+                f"{len(batches)} batches of at most {self.budget} target tokens (train.batch_tokens), fewer than the "
+                f"{self.world} processes; train with fewer processes or a smaller train.batch_tokens"
+                if self.world > 1 else "no training batch: the table of training pairs is empty"
+            )
         for index in range(start, usable // self.world):
             yield index + 1, batch_of(self.src, self.tgt, batches[index * self.world + self.rank])

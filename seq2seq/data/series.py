@@ -14,6 +14,7 @@ and windows never straddle a boundary: each span is cut into its own windows of 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,28 +38,52 @@ class Series:
 def load_series(
     path: Path, columns: Sequence[str], date_column: str = "Date", date_format: str = "%d-%m-%y"
 ) -> Series:
-    """Read `columns` of a CSV in file order; dates are parsed with the explicit `date_format` and must increase."""
-    with open(path, newline="", encoding="utf-8") as f:
+    """Read `columns` of a CSV in file order, dates parsed with the explicit `date_format`.
+
+    Every fault is a DataError naming the file, the line and the column: a date that does not parse, repeats an
+    earlier one or comes before it (dates must strictly increase), and a value that is missing, not a number, NaN,
+    infinite, zero or negative (prices and volumes are > 0; the window normalisation divides by a window's first
+    value). A UTF-8 byte order mark at the start of the file (spreadsheet exports write one) is accepted and skipped.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: strips a byte order mark
         reader = csv.DictReader(f)
         missing = [c for c in (date_column, *columns) if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(
                 f"{path} has no column {missing[0]!r}; it has {', '.join(reader.fieldnames or [])}"
             )
-        dates, values = [], []
-        for line, row in enumerate(reader, start=2):
-            try:
-                dates.append(datetime.strptime(row[date_column], date_format).date())
-                values.append([float(row[c]) for c in columns])
-            except (ValueError, TypeError) as e:
-                raise DataError(f"{path}, line {line}: {e} (dates are parsed as {date_format!r})") from None
-    series = Series(
-        np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=np.float64), tuple(columns)
-    )
-    if len(series.dates) > 1 and not np.all(np.diff(series.dates) > np.timedelta64(0, "D")):
-        bad = int(np.argmin(np.diff(series.dates) > np.timedelta64(0, "D")))
-        raise DataError(f"{path}: dates must increase, but line {bad + 3} ({series.dates[bad + 1]}) does not")
-    return series
+        dates, values, seen = [], [], {}
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            dates.append(_row_date(row, date_column, date_format, where))
+            if dates[-1] in seen:
+                raise DataError(f"{where}, column {date_column!r}: the date {dates[-1]} repeats line {seen[dates[-1]]}")
+            if len(dates) > 1 and dates[-1] < dates[-2]:
+                raise DataError(f"{where}, column {date_column!r}: the date {dates[-1]} comes before the previous "
+                                f"line's {dates[-2]}; dates must increase (sort the file by date)")  # fmt: skip
+            seen[dates[-1]] = reader.line_num
+            values.append([_row_value(row, c, where) for c in columns])
+    return Series(np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=np.float64), tuple(columns))
+
+
+def _row_date(row: dict, column: str, date_format: str, where: str):
+    try:
+        return datetime.strptime(row[column] or "", date_format).date()
+    except ValueError as e:
+        raise DataError(f"{where}, column {column!r}: {e} (dates are parsed as {date_format!r})") from None
+
+
+def _row_value(row: dict, column: str, where: str) -> float:
+    text = row[column]
+    if text is None:
+        raise DataError(f"{where}, column {column!r}: no value (the row is short)")
+    try:
+        value = float(text)
+    except (ValueError, TypeError):  # TypeError: a short row has no field at all (None)
+        raise DataError(f"{where}, column {column!r}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise DataError(f"{where}, column {column!r}: {text!r} is not a price or volume (a finite number > 0)")
+    return value
 
 
 @dataclass(frozen=True)
