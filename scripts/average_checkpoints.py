@@ -1,48 +1,5 @@
-"""Average the weights of several checkpoints of one model into a new checkpoint.
-
-    python scripts/average_checkpoints.py runs/en-fr/averaged.pt runs/en-fr/best.pt runs/en-fr/last.pt
-    python -m seq2seq.translate runs/en-fr --checkpoint runs/en-fr/averaged.pt
-
-The recipe and tokenizers are taken from the first checkpoint; all must have the same parameter names and shapes.
-"""
-
-from __future__ import annotations
-
-import argparse
-import sys
-
-import torch
-
-from seq2seq import checkpoint
-
-
-def average(paths: list[str]) -> dict:
-    payloads = [checkpoint.load(p) for p in paths]
-    first = payloads[0]["model"]
-    for path, payload in zip(paths[1:], payloads[1:]):
-        if payload["model"].keys() != first.keys() or any(payload["model"][k].shape != v.shape for k, v in first.items()):
-            raise checkpoint.CheckpointError(f"{path} does not hold the same model as {paths[0]}")
-    averaged = {
-        k: (torch.stack([p["model"][k].double() for p in payloads]).mean(0)).to(v.dtype) if v.is_floating_point() else v
-        for k, v in first.items()
-    }
-    keep = {k: v for k, v in payloads[0].items() if k not in ("model", "optimizer", "format")}
-    return {**keep, "model": averaged, "averaged_from": list(paths)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", help="the averaged checkpoint to write (.pt)")
-    parser.add_argument("inputs", nargs="+", help="checkpoints to average")
-    args = parser.parse_args(argv)
-    try:
-        checkpoint.save(args.output, average(args.inputs))
-    except checkpoint.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}: the mean of {len(args.inputs)} checkpoints")
-    return 0
-
+"""The same as `seq2seq-average` or `python -m seq2seq.average` (seq2seq/average.py), for commands written before it."""
+from seq2seq.average import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -41,19 +41,17 @@ CUDA_GREEDY_BATCH, CUDA_BEAM_ROWS = 1024, 1280  # the same on a GPU
 
 def default_batch_size(beam: int, device: torch.device | None = None) -> int:
     """Sentences per batch when none is given: on a CPU 256 for greedy search, about 512 decoder rows for beam search
-    (102 sentences with beam 5). Measured on test_2016_flickr with runs/en-fr-v2 (2 threads, 2026-11-26): greedy was
-    fastest at 256 sentences (1,429 sentences/s; 1,366 at 192, 1,319 at 512), beam 5 at 64-150 sentences (321 at
-    51, 345 at 64, 349 at 102). On a GPU, where a small batch's steps wait on kernel launches, 1,024 and 1,280 rows
-    (256 sentences with beam 5): runs/en-fr-s14 on an H100 (2026-11-27, float32) translated greedy 4,757-5,566
-    sentences/s in one batch of 1,000 against 2,685 at 256, and beam 5 1,827-2,257 at 250 against 818-993 at 102."""
+    (102 sentences with beam 5), the fastest sizes measured on Multi30k with 2 threads; on a GPU, where a small
+    batch's steps wait on kernel launches, 1,024 and 1,280 rows (256 sentences with beam 5). The measurements are in
+    docs/speed.md, "Decoding batch sizes"."""
     greedy, rows = (CUDA_GREEDY_BATCH, CUDA_BEAM_ROWS) if device is not None and device.type == "cuda" else (
         GREEDY_BATCH, BEAM_ROWS)  # fmt: skip
     return greedy if beam <= 1 else max(1, rows // beam)
 
 
 def auto_inter_threads(beam: int, device: torch.device) -> int:
-    """Batches decoded at once by default: 2 for beam search on a CPU with 2 or more threads (beam 5 on Multi30k,
-    2 threads: 363-387 against 308-326 sentences/s one batch at a time), else 1 (greedy search gains nothing)."""
+    """Batches decoded at once by default: 2 for beam search on a CPU with 2 or more threads (more sentences per
+    second than one batch at a time: docs/speed.md, "Two batches at once"), else 1 (greedy search gains nothing)."""
     return 2 if beam > 1 and device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
 
@@ -87,22 +85,34 @@ class Translator:
 
         return load_for_inference(run_dirs, which, device, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: str = "auto", **kwargs) -> Translator:
+        """A model folder written by `python -m seq2seq.export`, or one on the Hugging Face Hub ("hf://owner/name",
+        or "owner/name" where no such local folder exists; needs the `hub` extra and the network the first time).
+        kwargs as for from_run: precision, shortlist, max_len_ratio, inter_threads, ..."""
+        from seq2seq.hub import resolve  # huggingface_hub is imported only for a Hub name
+
+        return cls.from_run(resolve(name), "best", device, **kwargs)
+
     def translate(self, lines: Sequence[str], beam: int = 1, batch_size: int | None = None, **options) -> list[str]:
-        """One output line per input line; an empty or blank line gives an empty line."""
+        """One output line per input line; an empty or blank line gives an empty line. `options`: those of
+        translate_n_best."""
         options.setdefault("attention", False)  # only the text is returned: no attention weights ...
         if beam <= 1:
             options.setdefault("scores", False)  # ... and no scores, which greedy search then need not compute
         return [best[0].text for best in self.translate_n_best(lines, beam, 1, batch_size, **options)]
 
     def translate_n_best(
-        self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int | None = None, **options
+        self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int | None = None, *,
+        first_line: int = 1, **options,
     ) -> list[list[Translation]]:
         """beam 1 is greedy search; `options` go to search.beam_search (alpha, min_length, no_repeat_ngram,
-        ban_unk, attention) or, for beam 1, to search.sample (temperature, top_k, top_p, attention, scores)."""
+        ban_unk, attention) or, for beam 1, to search.sample (temperature, top_k, top_p, attention, scores).
+        first_line: the number of lines[0] in the warnings (a file translated in chunks)."""
         ids = self.src_tok.encode([clean(line) for line in lines])
         for i, seq in enumerate(ids):
             if len(seq) > self.max_src_len:
-                self.warn(f"line {i + 1} has {len(seq)} pieces; translating only its first {self.max_src_len}")
+                self.warn(f"line {first_line + i} has {len(seq)} pieces; translating only its first {self.max_src_len}")
                 ids[i] = seq[: self.max_src_len]
         outputs: list[list[Translation]] = [[Translation("", 0.0, [], [], [])] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))

@@ -61,3 +61,27 @@ def test_interactive_prompt_answers_every_input_and_survives(toy_run, tmp_path):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_bytes_that_are_not_utf8_get_an_error_and_the_prompt_goes_on(toy_run, tmp_path):
+    """Under a C.UTF-8 locale Python reads the terminal with errors="surrogateescape": bad bytes arrive as lone
+    surrogates, not as a UnicodeDecodeError, and must not reach the tokenizer (which raised a TypeError)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8")}
+    env.update(HOME=str(tmp_path), LC_ALL="C.UTF-8", LANG="C.UTF-8", OMP_NUM_THREADS="1")
+    child = pexpect.spawn(sys.executable, ["-m", "seq2seq.translate", str(toy_run), "--greedy"], cwd=str(ROOT),
+                          env=env, timeout=120, encoding="utf-8", codec_errors="replace")  # fmt: skip
+    child.expect("Ctrl-D quits")
+    child.expect("> ")
+    os.write(child.child_fd, b"\xff\xfe bad bytes \xc3\x28\r")
+    child.expect("error: that line is not valid UTF-8 \\(invalid start byte at byte 0\\); try again")
+    child.expect("> ")
+    os.write(child.child_fd, b"sa \xe9 sb .\r")  # a Latin-1 byte inside a sentence
+    child.expect("not valid UTF-8 \\(invalid continuation byte at byte 3\\)")
+    child.expect("> ")
+    child.sendline("sb sa .")  # still alive and still right
+    child.expect("TD TK \\.")
+    child.expect("> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before

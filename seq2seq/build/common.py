@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from seq2seq import checkpoint
 from seq2seq.config import ConfigError, Recipe
 from seq2seq.models.lm import LanguageModel
 from seq2seq.models.regressor import Regressor
@@ -53,6 +54,36 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0, target_i
             raise ValueError(f"no model for task {recipe.task!r}")
 
 
+RUN_KINDS = {"translation": "translation run", "lm": "language-model run", "regression": "regression run"}
+COMMANDS = {  # what to run on each kind of run instead
+    "translation": "python -m seq2seq.translate, or python -m seq2seq.evaluate for its scores",
+    "lm": "python -m seq2seq.generate to continue text, or python -m seq2seq.evaluate for its perplexity",
+    "regression": "python -m seq2seq.forecast",
+}
+
+
+def check_task(recipe: Recipe, task: str, where: str | Path) -> None:
+    """ConfigError (a usage error) unless the run at `where` is of `task`: a command was given another kind of run."""
+    if recipe.task != task:
+        raise ConfigError(f"{where} is a {RUN_KINDS.get(recipe.task, recipe.task)} (task {recipe.task}), not a "
+                          f"{RUN_KINDS[task]}; use {COMMANDS.get(recipe.task, 'the command for that task')}")  # fmt: skip
+
+
+def load_weights(model: torch.nn.Module, state: dict, where: str | Path) -> None:
+    """`model.load_state_dict(state)`, or a one-line CheckpointError naming what does not fit: the weights of a
+    checkpoint whose recipe was edited, or that another version of the model wrote."""
+    own, problems = model.state_dict(), []
+    for word, names in [("lacks", [k for k in own if k not in state]), ("has unknown", [k for k in state if k not in own])]:
+        if names:
+            problems.append(f"it {word} {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}")
+    problems += [f"{k} is {tuple(state[k].shape)} there but {tuple(v.shape)} in the model" for k, v in own.items()
+                 if k in state and getattr(state[k], "shape", None) != v.shape]  # fmt: skip
+    if problems:
+        raise checkpoint.CheckpointError(f"the weights in {where} do not fit the model its recipe describes: "
+                                         f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}")  # fmt: skip
+    model.load_state_dict(state)
+
+
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = recipe.train
     if t.optimizer == "sgd":
@@ -65,4 +96,4 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
 
 def write_recipe(run_dir: Path, recipe: Recipe) -> None:
     """RUN_DIR/recipe.yaml: the validated recipe of a new run, every default spelled out."""
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    checkpoint.write_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
