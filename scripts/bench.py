@@ -7,6 +7,8 @@
     python scripts/bench.py lm     [--steps 60]          # PTB language models vs pytorch/examples' own model
     python scripts/bench.py all                          # train, then lm, in one process (one machine state)
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
+    python scripts/bench.py serve  runs/en-fr            # python -m seq2seq.serve under 1, 8 and 64 clients, int8 and
+                                                         # bf16, against the offline pipe (docs/serving.md)
 
 `train` measures, in one run, the straightforward reference (input feeding: a Python loop over decoder steps that
 calls the fused LSTM layers once per step, fp32) and the fast paths (input feeding on the unrolled loop of
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
+import sys
 import time
 import warnings
 from functools import partial
@@ -519,6 +523,155 @@ def int8_kernel(translator) -> dict:
     return {"int8_kernel": getattr(model, "models", [model])[0].generator.kernel}  # an ensemble: its first model
 
 
+def bench_serve(args) -> None:
+    """Requests/s and p50/p99 latency of `python -m seq2seq.serve` (a subprocess on 127.0.0.1) under each number of
+    concurrent clients, each client sending one sentence per request and waiting for its answer, beam `--beam`;
+    and the offline pipe's sentences/s (Translator.translate over the same sentences, in this process, before the
+    server starts) for the ratio. Bounded: --requests per level, --max-seconds per level, loopback only."""
+    from seq2seq.translator import Translator
+
+    sentences = None
+    for precision in args.precisions:
+        translator = Translator.from_run(args.run_dir, device="cpu", precision=precision)
+        if sentences is None:
+            sentences = serve_sentences(args, translator.recipe)
+        seconds = []
+        for _ in range(2):  # quoted at the second pass: the first pays oneDNN's setup of each new matrix shape
+            start = time.perf_counter()
+            translator.translate(sentences, beam=args.beam)
+            seconds.append(time.perf_counter() - start)
+        offline = len(sentences) / seconds[1]
+        del translator
+        with ServeProcess(args, precision) as port:
+            for clients in args.clients:
+                before = http_json(port, "GET", "/health")
+                r = load_clients(port, sentences, clients, args)
+                after = http_json(port, "GET", "/health")
+                batches = max(after["batches"] - before["batches"], 1)
+                print(json.dumps({"bench": "serve", "weights": precision, "search": f"beam {args.beam}",
+                                  "clients": clients, **r, "offline_sentences_per_s": offline,
+                                  "of_offline": r["requests_per_s"] / offline,
+                                  "requests_per_batch": (after["requests"] - before["requests"]) / batches,
+                                  "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+                                  "device": device_name(torch.device("cpu"))}), flush=True)  # fmt: skip
+
+
+def serve_sentences(args, recipe) -> list[str]:
+    """--input's lines, or the run's corpus split; the first --sentences of them, without blank lines."""
+    if args.input:
+        lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+    else:
+        d = recipe.data
+        lines = load_parallel(d.corpus, args.split, d.src_lang, d.tgt_lang)["src"]
+    return [line for line in lines if line.strip()][: args.sentences]
+
+
+class ServeProcess:
+    """`python -m seq2seq.serve RUN_DIR` on a free loopback port, for the duration of a with-block (-> the port)."""
+
+    def __init__(self, args, precision: str) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.command = [sys.executable, "-m", "seq2seq.serve", str(args.run_dir), "--port", str(self.port),
+                        "--precision", precision, "--beam", str(args.beam), "--max-batch", str(args.max_batch),
+                        "--max-wait-ms", str(args.max_wait_ms), "--max-connections", str(max(args.clients) + 8)]
+
+    def __enter__(self) -> int:
+        import subprocess
+        import tempfile
+
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                http_json(self.port, "GET", "/health")
+                return self.port
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__()
+        self.log.seek(0)
+        raise RuntimeError(f"the server did not start: {self.log.read().decode(errors='replace')[-2000:]}")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except Exception:  # noqa: BLE001 - it did not stop: make it
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def http_json(port: int, method: str, path: str, body: dict | None = None, conn=None) -> dict:
+    import http.client
+
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        c.request(method, path, None if body is None else json.dumps(body).encode(),
+                  {"Content-Type": "application/json"})  # fmt: skip
+        response = c.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise OSError(f"{method} {path}: HTTP {response.status} {data[:200]!r}")
+        return json.loads(data)
+    finally:
+        if conn is None:
+            c.close()
+
+
+def load_clients(port: int, sentences: list[str], clients: int, args) -> dict:
+    """`clients` threads, each on its own keep-alive connection, sending one sentence per request until
+    --requests (at least one per client) were sent or --max-seconds passed -> throughput and latency."""
+    import http.client
+    import threading
+
+    for line in sentences[:8]:  # warm-up: the server's first batches of each size
+        http_json(port, "POST", "/translate", {"sentences": [line], "beam": args.beam})
+    total, lock, latencies, errors = max(args.requests, clients), threading.Lock(), [], [0]
+    sent = iter(range(total))
+    deadline = time.monotonic() + args.max_seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(sent, None)
+            if i is None:
+                break
+            body = {"sentences": [sentences[i % len(sentences)]], "beam": args.beam}
+            start = time.perf_counter()
+            try:
+                http_json(port, "POST", "/translate", body, conn)
+                ok = True
+            except (OSError, http.client.HTTPException, ValueError):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            with lock:
+                latencies.append(time.perf_counter() - start) if ok else errors.__setitem__(0, errors[0] + 1)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, max(0, math.ceil(q * len(latencies)) - 1))] if latencies else (
+            float("nan"))  # fmt: skip
+
+    return {"requests": len(latencies), "errors": errors[0], "seconds": seconds,
+            "requests_per_s": len(latencies) / seconds, "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}  # fmt: skip
+
+
 def main() -> None:
     reuse_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -534,6 +687,18 @@ def main() -> None:
     d.add_argument("run_dir")
     d.add_argument("--split", default="test_2016_flickr")
     d.add_argument("--batch-size", type=int, help="sentences per batch (default: the translator's)")
+    sv = sub.add_parser("serve")
+    sv.add_argument("run_dir")
+    sv.add_argument("--input", help="source sentences, one per line (default: the run's corpus split --split)")
+    sv.add_argument("--split", default="test_2016_flickr")
+    sv.add_argument("--sentences", type=int, default=500, help="how many sentences to send")
+    sv.add_argument("--requests", type=int, default=500, help="requests per concurrency level")
+    sv.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64], help="concurrent clients, one level each")
+    sv.add_argument("--precisions", nargs="+", default=["int8", "bf16"], help="a server for each")
+    sv.add_argument("--beam", type=int, default=5)
+    sv.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
+    sv.add_argument("--max-seconds", type=float, default=120.0, help="the longest a concurrency level runs")
     for p in (lm, both):
         p.add_argument("--batch-size", type=int, nargs="+",
                        help="streams per batch, for the example and ours alike; several = one measurement each "
@@ -550,6 +715,8 @@ def main() -> None:
         bench_lm(args)
     if args.what == "decode":
         bench_decode(args)
+    if args.what == "serve":
+        bench_serve(args)
 
 
 if __name__ == "__main__":
