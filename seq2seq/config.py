@@ -186,6 +186,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many validations without improvement (0 = never)
     decode_max_ratio: float = 1.5  # translation: validation decoding stops at this many pieces per source one (+10)
     log_every: int = 50  # steps between progress and metrics lines
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars to RUN_DIR/tensorboard (pip install tensorboard)
 
     def __post_init__(self) -> None:
         _check_range(self, "train", "[0, 2**63)", "seed")

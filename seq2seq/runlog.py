@@ -61,3 +61,32 @@ def trim(path: Path, step: int) -> None:
     kept = "".join(line(r) for r in read(path) if isinstance(r.get("step"), int) and r["step"] <= step)
     if kept != path.read_text(encoding="utf-8", errors="replace"):
         write_atomic(path, kept)
+
+
+class TensorBoard:
+    """The records of metrics.jsonl mirrored as TensorBoard scalars (`train.tensorboard: true`), tagged KIND/NAME at
+    the record's step, in RUN_DIR/tensorboard. `tensorboard --logdir runs` then shows every run side by side.
+
+    A resumed run starts the writer with `purge_step` one past its checkpoint's step, so the events a killed run
+    logged past its last.pt are hidden, as `trim` drops them from metrics.jsonl."""
+
+    def __init__(self, folder: Path, resume_step: int = 0) -> None:
+        from seq2seq.config import ConfigError
+
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("train.tensorboard needs the tensorboard package: pip install tensorboard (or "
+                              "pip install -e '.[tensorboard]'), or leave train.tensorboard false") from None  # fmt: skip
+        self.writer = SummaryWriter(str(folder), purge_step=resume_step + 1 if resume_step else None)
+
+    def add(self, record: dict[str, Any]) -> None:
+        kind, step = record.get("kind", "metrics"), record.get("step")
+        for name, value in record.items():
+            if name not in ("kind", "step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{kind}/{name}", value, step)
+        if kind != "train":  # validations are rare and what people watch: show them at once
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

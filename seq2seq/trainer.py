@@ -10,7 +10,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,7 @@ class Trainer:
         self.run_dir, self.device, self.extra, self.is_main = Path(run_dir), device, extra, is_main
         self.progress = Progress()
         self.validated_at = -1  # the step validate_and_save last ran at
+        self.board: runlog.TensorBoard | None = None  # opened by fit() when cfg.tensorboard, on the main rank
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.higher_is_better = cfg.valid_metric != "loss"
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -138,7 +139,10 @@ class Trainer:
         start, tokens, loss_sum, loss_count, window_start = time.time() - p.elapsed, 0, 0.0, 0, time.time()
         logged = p.step  # the last step whose loss was read (and checked to be finite)
         bar = tqdm(total=cfg.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True, disable=not self.is_main)
-        with stop_requests() as stop, closing(bar):  # closed on an error too: its line then ends before the error's
+        if cfg.tensorboard and self.is_main:
+            self.board = runlog.TensorBoard(self.run_dir / "tensorboard", resume_step=p.step)
+        # bar and board are closed on an error too: the bar's line then ends before the error's
+        with stop_requests() as stop, closing(bar), closing(self.board) if self.board else nullcontext():
             stop_reason = self.agree_to_stop(self.limit_reached(stop[0]))  # e.g. a finished run resumed
             while not stop_reason:
                 for index, batch in self.data.epoch(p.epoch, start=p.batch_in_epoch):
@@ -301,3 +305,5 @@ class Trainer:
     def log(self, **record: Any) -> None:
         if self.is_main:
             runlog.append(self.run_dir / "metrics.jsonl", record)
+            if self.board:
+                self.board.add(record)

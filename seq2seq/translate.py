@@ -55,7 +55,7 @@ def chosen_precision(args: argparse.Namespace) -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m seq2seq.translate", description=__doc__)
-    p.add_argument("run_dirs", nargs="+", help="training run directories (several = an ensemble)")
+    p.add_argument("run_dirs", nargs="+", help="run directories or exported model folders, or hf://owner/name (several = an ensemble)")
     p.add_argument("--input", "-i", type=existing_file, help="file of source sentences (default: stdin)")
     p.add_argument("--output", "-o", type=output_file, help="file for translations (default: stdout)")
     p.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
@@ -168,6 +168,10 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError("--output takes the translations of --input or of a pipe; at the prompt they are printed")
     if args.output:
         refuse_overwriting(args.output, args.input or sys.stdin)
+    if any(r.startswith("hf://") for r in args.run_dirs):  # a model folder on the Hugging Face Hub (the hub extra)
+        from seq2seq.hub import resolve
+
+        args.run_dirs = [str(resolve(r)) if r.startswith("hf://") else r for r in args.run_dirs]
     check_runs(args.run_dirs, args.checkpoint)
     options = {"alpha": args.alpha, "no_repeat_ngram": args.no_repeat_ngram} if args.beam > 1 else {}
     options.update(min_length=args.min_length, ban_unk=args.ban_unk)

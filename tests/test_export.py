@@ -95,8 +95,8 @@ def test_a_config_cannot_send_loading_outside_the_folder(folder, tmp_path):
         load_exported(copy)
 
 
-def test_the_hub_is_reached_only_through_huggingface_hub_offline_here(folder, monkeypatch, toy_run):
-    hub = pytest.importorskip("huggingface_hub")
+def test_the_hub_is_reached_only_through_huggingface_hub_offline_here(folder, monkeypatch, toy_run, tmp_path):
+    import huggingface_hub as hub
     calls = []
 
     def snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
@@ -108,11 +108,16 @@ def test_the_hub_is_reached_only_through_huggingface_hub_offline_here(folder, mo
     assert translator.translate(LINES) == Translator.from_run(toy_run, device="cpu").translate(LINES)
     Translator.from_pretrained("someone/en-fr", device="cpu")  # a bare repository id where no such folder exists
     assert [c[:2] for c in calls] == [("someone/en-fr", "v1"), ("someone/en-fr", None)]
+    from seq2seq.translate import main as translate_main
+
+    (tmp_path / "in.txt").write_text("\n".join(LINES) + "\n")
+    assert translate_main(["hf://someone/en-fr", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt")]) == 0
+    assert (tmp_path / "out.txt").read_text().splitlines() == translator.translate(LINES)
     assert not any(p.endswith((".pt", ".bin", ".pkl")) for p in calls[0][2])  # never a pickle
 
 
 def test_push_to_hub_creates_the_repository_and_uploads_the_folder(folder, toy_run, tmp_path, monkeypatch):
-    hub = pytest.importorskip("huggingface_hub")
+    import huggingface_hub as hub
     uploads = []
 
     class FakeApi:
@@ -133,7 +138,7 @@ def test_push_to_hub_creates_the_repository_and_uploads_the_folder(folder, toy_r
 
 
 def test_onnx_greedy_translates_as_pytorch_greedy(folder, toy_run, val_lines):
-    pytest.importorskip("onnxruntime")
+    import onnxruntime  # noqa: F401 - the onnx extra, in dev
     from seq2seq.onnx_greedy import OnnxTranslator
 
     reference = Translator.from_run(toy_run, device="cpu", precision="fp32")
@@ -146,7 +151,7 @@ def test_onnx_greedy_translates_as_pytorch_greedy(folder, toy_run, val_lines):
     {"attention": "luong", "input_feeding": False, "context_feeding": True, "decoder_layers": 3, "target_ids": list(range(30))},
 ])  # fmt: skip
 def test_onnx_graphs_compute_encode_and_decode_step(options, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     from seq2seq.models.onnx_graphs import export_onnx
 
     torch.manual_seed(0)

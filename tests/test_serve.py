@@ -95,7 +95,7 @@ def translator(toy_run):
 
 @pytest.fixture(scope="module")
 def server(translator):
-    pytest.importorskip("fastapi")
+    import fastapi  # noqa: F401 - the serve extra, in dev
     from seq2seq.serve import create_app, serve_in_thread
 
     app = create_app({"toy": translator}, Limits(max_body_bytes=4096, max_sentences=8, max_chars=100), beam=5,
@@ -211,7 +211,7 @@ def test_without_fastapi_the_command_says_what_to_install(monkeypatch, capsys):
 
 
 def test_the_load_benchmark_runs_tiny(toy_run, tmp_path):
-    pytest.importorskip("fastapi")
+    import fastapi  # noqa: F401 - the serve extra, in dev
     (tmp_path / "in.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "serve", str(toy_run), "--input",
                              str(tmp_path / "in.txt"), "--requests", "6", "--clients", "1", "3", "--precisions", "bf16",
@@ -225,7 +225,7 @@ def test_the_load_benchmark_runs_tiny(toy_run, tmp_path):
 
 
 def test_the_server_thread_stops(translator):
-    pytest.importorskip("fastapi")
+    import fastapi  # noqa: F401 - the serve extra, in dev
     from seq2seq.serve import create_app, serve_in_thread
 
     before = threading.active_count()
