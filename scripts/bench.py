@@ -42,7 +42,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seq2seq.allocator import reuse_freed_memory
 from seq2seq.build import (
     build_model,
     build_optimizer,
@@ -55,8 +54,9 @@ from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
 from seq2seq.data.text import StreamBatches, Vocabulary, split_lines
-from seq2seq.models.activation import cpu_tanh
+from seq2seq.kernels.activation import cpu_tanh
 from seq2seq.models.int8 import Int8Linear, default_kernel
+from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
 from seq2seq.trainer import autocast
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -673,7 +673,6 @@ def load_clients(port: int, sentences: list[str], clients: int, args) -> dict:
 
 
 def main() -> None:
-    reuse_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train")
@@ -706,7 +705,10 @@ def main() -> None:
         p.add_argument("--recipes", nargs="+", help=f"LM recipes to measure (default: {' '.join(LM_RECIPES)})")
     for p in (t, lm, both, d):
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    for p in (t, lm, both, d, sv):
+        add_runtime_options(p)  # --threads --allocator --tanh ...: what the commands take, for both variants of a run
     args = parser.parse_args()
+    apply(runtime_from_args(args))
     if args.what in ("train", "all"):
         bench_train(args)
     if args.what == "all":

@@ -82,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render() -> str:
-    out = [INTRO, "\n## Top-level keys\n\n", *_table(config.Recipe, skip=("data", "tokenizer", "model", "train")), BASE_ROW]
+    top = _table(config.Recipe, skip=("data", "tokenizer", "model", "train", "runtime"))  # sections: tables below
+    out = [INTRO, "\n## Top-level keys\n\n", *top, BASE_ROW]
     for task, sections in config.TASKS.items():
         out.append(f"\n## {task}\n")
         for section, cls in sections.items():
             if cls is not None:
                 out += [f"\n### {section}\n\n", *_table(cls)]
     out += ["\n## train (every task)\n\n", *_table(config.TrainConfig)]
+    out += ["\n## runtime (every task)\n\n", *_table(config.RuntimeConfig)]
     return "".join(out)
 
 

@@ -87,12 +87,22 @@ def _epochs(valid_every: int | str) -> float | None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "multi30k"  # multi30k | tatoeba (local or verified download), else a Hugging Face hub dataset id
+    # multi30k | tatoeba (local or verified download), else a Hugging Face hub dataset id; a list of them
+    # ([multi30k, tatoeba]) trains on their mixture, each corpus drawn from by its weight (data.weights)
+    corpus: str | tuple[str, ...] = "multi30k"
+    # One per corpus, in data.corpus's order: the pairs drawn from it per epoch, as a multiple of its size (1 = each
+    # pair once; 2 = twice; 0.5 = half of them, drawn anew each epoch from train.seed); the tokenizer is trained on
+    # the first epoch's draw. Left out (null): 1 for every corpus
+    weights: tuple[float, ...] | None = None
     hub_config: str = ""  # hub datasets only, e.g. "fr-en" for wmt14
     src_lang: str = "en"  # source language: the corpus's file suffix or the hub dataset's column
     tgt_lang: str = "fr"  # target language
-    train_split: str = "train"  # the split trained on
-    valid_split: str = "val"  # the split validated on: validation metric, early stopping and the plateau schedule
+    train_split: str = "train"  # the split trained on, in every corpus of data.corpus
+    # The split validated on (validation metric, early stopping and the plateau schedule), or a list of them. A split
+    # may name its corpus, corpus/split (tatoeba/val); an unqualified one is validated in each corpus of data.corpus.
+    # With several validation sets each is logged with its own keys (bleu_multi30k, loss_tatoeba, ...; corpus_split
+    # where a corpus has two), and loss, ppl, bleu and chrf are their unweighted means (ppl: exp of the mean loss)
+    valid_split: str | tuple[str, ...] = "val"
     max_len: int = 100  # training pairs with a side longer than this many pieces are dropped
     valid_limit: int = 0  # validate on the first N pairs only (0 = the whole split)
 
@@ -100,6 +110,16 @@ class DataConfig:
         _check_text(self, "data", "corpus", "src_lang", "tgt_lang", "train_split", "valid_split")
         _check_range(self, "data", ">= 1", "max_len")
         _check_range(self, "data", ">= 0", "valid_limit")
+        if self.weights is not None:
+            _check_range(self, "data", "> 0", "weights")
+        corpora = (self.corpus,) if isinstance(self.corpus, str) else self.corpus
+        if len(set(corpora)) < len(corpora):
+            raise ConfigError(f"data.corpus names a corpus twice ({', '.join(corpora)}): give each once, with a "
+                              f"weight (data.weights) for how often it is drawn from")  # fmt: skip
+        if self.weights is not None and len(self.weights) != len(corpora):
+            given = f"{len(self.weights)} weight{'s' if len(self.weights) > 1 else ''}"
+            raise ConfigError(f"data.weights gives {given} for {len(corpora)} corpora ({', '.join(corpora)}): one "
+                              f"per corpus of data.corpus, in its order")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -184,7 +204,9 @@ class TrainConfig:
     # What early stopping, best.pt and the plateau schedule follow: validation BLEU (translation) or loss
     valid_metric: Literal["bleu", "loss"] = "bleu"
     early_stopping: int = 0  # stop after this many validations without improvement (0 = never)
-    decode_max_ratio: float = 1.5  # translation: validation decoding stops at this many pieces per source one (+10)
+    # translation: validation decoding stops at this many pieces per source one (+10); also the default of
+    # decoding the run later (DecodeConfig.max_len_ratio, --max-len-ratio)
+    decode_max_ratio: float = 1.5
     log_every: int = 50  # steps between progress and metrics lines
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars to RUN_DIR/tensorboard (pip install tensorboard)
 
@@ -274,6 +296,32 @@ class LMModelConfig:
                               f"{self.hidden_size} and {self.embedding_size}")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Process-wide settings of the command that runs a recipe, applied once at its start by seq2seq/runtime.py;
+    the command-line option of the same name (--threads, --allocator, --tanh, --onednn-cache, --int8-kernel) wins
+    over the recipe. They change speed and memory, and results at most by rounding."""
+
+    # CPU intra-op threads (0 = torch's default); train.threads, the older name of this key, replaces it where a
+    # recipe or an override still gives it
+    threads: int = 0
+    # reuse: glibc serves large blocks from the heap and keeps freed memory (faster steps, more resident memory;
+    # docs/speed.md) | system: malloc as it is
+    allocator: Literal["reuse", "system"] = "reuse"
+    # float32 tanh on the CPU: native (torch.tanh) | sigmoid (as 2 sigmoid(2x) - 1) | auto: sigmoid where torch's
+    # tanh is MKL's on an x86 CPU that is not Intel's (docs/speed.md, "tanh as sigmoids")
+    tanh: Literal["auto", "native", "sigmoid"] = "auto"
+    # Kernels oneDNN keeps compiled (ONEDNN_PRIMITIVE_CACHE_CAPACITY; a value already in the environment wins;
+    # docs/speed.md); 0 = oneDNN's own default, 1,024
+    onednn_cache: int = 8192
+    # Int8 decoding's matrix products: dynamic (torch's dynamic quantized linear; needs VNNI) | int_mm
+    # (torch._int_mm) | auto: dynamic where it runs, else int_mm
+    int8_kernel: Literal["auto", "dynamic", "int_mm"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check_range(self, "runtime", ">= 0", "threads", "onednn_cache")
+
+
 # Which section types each task takes; a task without a tokenizer section maps it to None.
 TASKS: dict[str, dict[str, type | None]] = {
     "translation": {"data": DataConfig, "tokenizer": TokenizerConfig, "model": TranslationModelConfig},
@@ -290,6 +338,7 @@ class Recipe:
     tokenizer: Any  # TokenizerConfig, or None for tasks without text
     model: Any  # the task's model section
     train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # process-wide settings (every task)
 
     def __post_init__(self) -> None:
         if not self.name.strip() or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
@@ -429,7 +478,7 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
         near = difflib.get_close_matches(str(task), list(TASKS), n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(f"unknown task {_show(task)}; choose one of {sorted(TASKS)}{hint}")
-    types_ = {**TASKS[task], "train": TrainConfig}
+    types_ = {**TASKS[task], "train": TrainConfig, "runtime": RuntimeConfig}
     _check_keys(raw, ["name", "task", *(k for k, v in types_.items() if v is not None)], prefix="")
     sections = {name: _build(cls, {} if raw.get(name) is None else raw[name], name) if cls else None
                 for name, cls in types_.items()}  # fmt: skip

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from seq2seq.allocator import reuse_freed_memory
 from seq2seq.cli import ArgumentParser, check_runs, non_negative_int, run_cli
+from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    reuse_freed_memory()
     parser = ArgumentParser(prog="python -m seq2seq.forecast", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
@@ -28,8 +27,10 @@ def _main(argv: list[str] | None = None) -> int:
         "--horizon", type=non_negative_int, default=0, help="days per multi-sequence fan (default: the window)"
     )
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/forecast)")
+    add_runtime_options(parser)
     args = parser.parse_args(argv)
     check_runs([args.run_dir], args.checkpoint)  # a run or checkpoint that is not there: a usage error (exit 2)
+    apply(runtime_from_args(args))  # the options, else the defaults: not the recipe of the machine that trained
     from seq2seq.build import load_regressor, series_split
     from seq2seq.forecasting import forecast, report
 

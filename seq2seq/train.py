@@ -1,5 +1,8 @@
 """python -m seq2seq.train RECIPE.yaml [section.key=value ...] [--run-dir DIR] [--resume [--allow-changes]]
 
+The recipe's `runtime:` section (threads, allocator, tanh, oneDNN's cache, the int8 kernel) is applied first; the
+options of the same name win over it.
+
 Several processes (CPUs with gloo, GPUs with NCCL), each reading its own share of the batches:
     torchrun --nproc_per_node 4 -m seq2seq.train RECIPE.yaml
 
@@ -9,15 +12,16 @@ Ctrl-C or SIGTERM finishes the step, saves last.pt and stops (--resume continues
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from seq2seq.allocator import reuse_freed_memory
 from seq2seq.checkpoint import lock_run_dir
 from seq2seq.cli import ArgumentParser, run_cli
-from seq2seq.config import ConfigError, load_recipe
+from seq2seq.config import ConfigError, RuntimeConfig, load_recipe
+from seq2seq.runtime import add_runtime_options, apply, fold_train_threads, runtime_from_args
 
 
 def start_distributed() -> tuple[int, int]:
@@ -34,8 +38,9 @@ def start_distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-# What a resumed run may change: where and how long it runs, not what it trains.
-RESUMABLE_CHANGES = {"name", "train.threads", "train.device", "train.max_minutes", "train.max_steps", "train.log_every"}
+# What a resumed run may change: where and how long it runs and its process settings, not what it trains.
+RESUMABLE_CHANGES = {"name", "train.threads", "train.device", "train.max_minutes", "train.max_steps", "train.log_every",
+                     *(f"runtime.{f.name}" for f in dataclasses.fields(RuntimeConfig))}
 
 
 def check_same_run(recipe, run_dir: Path, allow: bool = False) -> None:
@@ -78,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    reuse_freed_memory()
     parser = ArgumentParser(prog="python -m seq2seq.train", description=__doc__)
     parser.add_argument("recipe", help="a YAML recipe, e.g. recipes/en-fr.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
@@ -86,10 +90,12 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--allow-changes", action="store_true",
                         help="with --resume: continue even where the recipe differs from the run's (printed)")
+    add_runtime_options(parser)
     args = parser.parse_intermixed_args(argv)  # overrides may follow --run-dir
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = fold_train_threads(load_recipe(args.recipe, args.overrides))
     run_dir = args.run_dir or Path("runs") / recipe.name
     check_run_dir(run_dir, args.resume)
+    apply(runtime_from_args(args, recipe.runtime))  # before torch builds its first kernel
     from seq2seq.build import build_training, resolve_device  # heavy imports once the recipe is valid
 
     if recipe.train.precision == "fp16" and resolve_device(recipe.train.device).type != "cuda":

@@ -1,4 +1,4 @@
-"""The command-line tools' malloc settings: applied on glibc, skipped on request."""
+"""The commands' malloc settings (runtime.allocator: reuse): applied on glibc."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from seq2seq.allocator import reuse_freed_memory
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def test_reuse_freed_memory_applies_on_glibc_and_stays_off_on_request(monkeypatch):
-    monkeypatch.setenv("SEQ2SEQ_MALLOC", "system")
-    assert reuse_freed_memory() is False
-    monkeypatch.delenv("SEQ2SEQ_MALLOC")
+def test_reuse_freed_memory_applies_on_glibc():
     assert reuse_freed_memory() is GLIBC
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.data.batching import to_device
-from seq2seq.models import activation
+from seq2seq.kernels import activation
+from seq2seq.kernels.padding import to_device
 from seq2seq.models.recurrent import CELLS, Dropout, Recurrent, dropout, pack, reverse_padded, unpack
 
 torch.manual_seed(0)
@@ -175,13 +175,9 @@ def test_tanh_as_sigmoids_is_tanh(monkeypatch):
 
 
 def test_the_tanh_setting_is_checked(monkeypatch):
-    monkeypatch.setattr(activation, "_cpu_tanh", None)
-    monkeypatch.setenv("SEQ2SEQ_TANH", "sigmoid")
-    assert activation.cpu_tanh() == "sigmoid"
-    monkeypatch.setattr(activation, "_cpu_tanh", None)
-    monkeypatch.setenv("SEQ2SEQ_TANH", "tan")
-    with pytest.raises(ValueError, match="SEQ2SEQ_TANH must be one of tanh, sigmoid, got 'tan'"):
-        activation.cpu_tanh()
-    monkeypatch.setattr(activation, "_cpu_tanh", None)
-    monkeypatch.delenv("SEQ2SEQ_TANH")
-    assert activation.cpu_tanh() in activation.KINDS  # timed on this CPU
+    monkeypatch.setattr(activation, "_cpu_tanh", None)  # restored after the test
+    assert activation.choose_tanh("sigmoid") == "sigmoid" and activation.cpu_tanh() == "sigmoid"
+    with pytest.raises(ValueError, match="tanh must be one of auto, native, sigmoid, got 'tan'"):
+        activation.choose_tanh("tan")
+    assert activation.cpu_tanh() == "sigmoid"  # a refused choice changes nothing
+    assert activation.choose_tanh("auto") == activation.auto_tanh()  # the fixed rule for this CPU

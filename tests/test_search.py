@@ -12,6 +12,7 @@ import torch
 
 from seq2seq import search
 from seq2seq.data.batching import pad
+from seq2seq.kernels.topk import GROUPED_ROWS
 from seq2seq.tokenizer import BOS, EOS, PAD, UNK
 
 from .test_seq2seq import VARIANTS, V, model, sentences
@@ -303,7 +304,7 @@ def test_sampling_filters():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_topk_rows_gives_torch_topk_values_and_matching_indices(V, k, dtype):
     torch.manual_seed(V)
-    scores = torch.randn(search.GROUPED_ROWS + 2, V)
+    scores = torch.randn(GROUPED_ROWS + 2, V)
     scores[0, : min(V, 40)] = 2.5  # ties at the top
     scores[1] = torch.randn(V).bfloat16().float()  # bf16 logits: many equal values
     scores[2, -1] = 9.0  # the maximum in the columns left over by the groups of 8

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seq2seq.data.batching import to_device
 from seq2seq.data.corpora import DataError
+from seq2seq.kernels.padding import to_device
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from seq2seq.data.batching import to_device
 from seq2seq.data.corpora import DataError, corpus_file, read_lines
+from seq2seq.kernels.padding import to_device
 from seq2seq.tokenizer import EOS, UNK, Tokenizer
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]  # ids PAD, UNK, BOS, EOS

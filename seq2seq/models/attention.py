@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seq2seq.models.activation import via_sigmoid
+from seq2seq.kernels.activation import via_sigmoid
 
 KINDS = ("bahdanau", "luong")
 

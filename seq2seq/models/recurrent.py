@@ -7,6 +7,9 @@ which no fused kernel offers, is a readable loop over time.
 State is a list with one entry per layer: `(h, c)` for LSTM and peephole layers, `(h,)` for GRU and RNN layers,
 each tensor shaped (D, B, H) where D is 2 for a bidirectional layer. Layers may differ in size (the S&P 500 lab
 stacks 50 and then 100 units).
+
+The core imports only torch and seq2seq/kernels, where its fast paths live (the one-step LSTM cell, packing and
+reversal within lengths, dropout), each beside its reference; it knows no recipe, tokenizer or batch type.
 """
 
 from __future__ import annotations
@@ -17,29 +20,17 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
-from seq2seq.data.batching import to_device
-from seq2seq.models.activation import lstm_gates_, tanh
+from seq2seq.kernels.dropout import dropout
+from seq2seq.kernels.lstm import lstm_cell_
+from seq2seq.kernels.padding import batch_first_masked, pack, reverse_padded, to_device, unpack
+
+__all__ = ["CELLS", "Dropout", "PeepholeLSTM", "Recurrent", "State", "detach_state", "dropout", "pack",
+           "reverse_padded", "select_state", "unpack"]
 
 CELLS = ("lstm", "gru", "rnn", "peephole")
 State = list[tuple[Tensor, ...]]
-
-
-def pack(x: Tensor, lengths: Tensor) -> PackedSequence:
-    """pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), but the sort order reaches x's
-    device through `to_device` (torch's copies it with non_blocking=False: a wait for the GPU at every batch)."""
-    lengths, order = torch.sort(lengths.cpu().long(), descending=True)
-    order = to_device(order, x.device)
-    packed = pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True)
-    return PackedSequence(packed.data, packed.batch_sizes, order)
-
-
-def unpack(h: PackedSequence, total_length: int) -> Tensor:
-    """pad_packed_sequence(h, batch_first=True, total_length=...)[0] in the original order, without torch's copy of
-    the order back to the host (for the lengths it also returns, which are not needed here)."""
-    padded, _ = pad_packed_sequence(PackedSequence(h.data, h.batch_sizes), batch_first=True, total_length=total_length)
-    return padded if h.unsorted_indices is None else padded.index_select(0, h.unsorted_indices)
 
 
 def select_state(state: State, index: Tensor) -> State:
@@ -49,39 +40,6 @@ def select_state(state: State, index: Tensor) -> State:
 
 def detach_state(state: State) -> State:
     return [tuple(t.detach() for t in layer) for layer in state]
-
-
-def reverse_padded(x: Tensor, lengths: Tensor, time_major: bool = False) -> Tensor:
-    """Reverse each sequence of (B, T, ...) (with time_major, (T, B, ...)) within its length; padding stays at the end.
-
-    lengths [3, 2], x = [[a b c], [d e _]]  ->  [[c b a], [e d _]]
-    With no padding (one sentence, or all of one length) it is a flip: 3.6 against 65 us (13 x 1 x 512 bf16).
-    """
-    T, B = x.shape[:2] if time_major else x.shape[1::-1]
-    if lengths.device.type == "cpu" and int(lengths.min()) == T:
-        return x.flip(0 if time_major else 1)
-    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-    lens = to_device(lengths, x.device).unsqueeze(0)  # (1, B)
-    source = torch.where(t < lens, lens - 1 - t, t)  # (T, B): the time step each position takes its value from
-    b = torch.arange(B, device=x.device).unsqueeze(0)
-    index = source * B + b if time_major else (b * T + source).t()  # rows of x flattened over its first two dims
-    return _Involution.apply(x, index.reshape(-1))
-
-
-class _Involution(torch.autograd.Function):
-    """x (B, T, ...) or (T, B, ...) -> rows of x flattened over its first two dims in the order `index`, a permutation
-    that is its own inverse (reversal within each length), so the backward pass is the same selection. Against
-    gather over (B, T, ...): 1.5 ms instead of 6.4 forward and backward (250 x 17 x 512 bf16, 2 threads)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(index)
-        return x.reshape(-1, *x.shape[2:]).index_select(0, index).view(x.shape)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (index,) = ctx.saved_tensors
-        return grad.reshape(-1, *grad.shape[2:]).index_select(0, index).view(grad.shape), None
 
 
 class PeepholeLSTM(nn.Module):
@@ -229,15 +187,14 @@ class Recurrent(nn.Module):
         h_in, new_state = x[:, 0], []
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         for n, (layer, (h, c)) in enumerate(zip(self.layers, state)):
-            H, joined = layer.hidden_size, torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1)
+            joined = torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1)
             if self.step_weights is not None:  # int8 products (seq2seq/models/int8.py)
                 gates = self.step_weights[n](joined)
             else:
                 weight, bias = _joined_lstm_weights(layer, dtype)
                 gates = torch.addmm(bias, joined, weight.t()).float()
-            i, f, g, o = lstm_gates_(gates).split(H, dim=1)  # gate order i, f, g, o; the nonlinearities in place
-            c_new = (f * c[0]).addcmul_(i, g)
-            h_new = tanh(c_new).mul_(o).to(dtype)
+            h_new, c_new, _ = lstm_cell_(gates, c[0])  # float32; the gates activated in place
+            h_new = h_new.to(dtype)
             new_state.append((h_new.unsqueeze(0), c_new.to(dtype).unsqueeze(0)))
             h_in = h_new
         return h_in.unsqueeze(1), new_state
@@ -266,27 +223,7 @@ class Recurrent(nn.Module):
                 outputs.append(out if d == 0 else reverse_padded(out, lengths, time_major=True))
             h = torch.cat(outputs, dim=-1) if self.directions == 2 else outputs[0]  # (T, B, D * H)
         real = torch.arange(T, device=x.device).unsqueeze(1) < to_device(lengths, x.device).unsqueeze(0)  # (T, B)
-        return _BatchFirst.apply(h, real.unsqueeze(-1).to(h.dtype))
-
-
-class _BatchFirst(torch.autograd.Function):
-    """h (T, B, D) times mask (T, B, 1) -> (B, T, D) contiguous, in one pass each way."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, mask: Tensor) -> Tensor:
-        ctx.save_for_backward(mask)
-        T, B, D = h.shape
-        out = h.new_empty(B, T, D)
-        torch.mul(h, mask, out=out.transpose(0, 1))
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (mask,) = ctx.saved_tensors
-        B, T, D = grad.shape
-        out = grad.new_empty(T, B, D)
-        torch.mul(grad.transpose(0, 1), mask, out=out)
-        return out, None
+        return batch_first_masked(h, real.unsqueeze(-1).to(h.dtype))
 
 
 def _joined_lstm_weights(layer: nn.LSTM, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -303,23 +240,8 @@ def _joined_lstm_weights(layer: nn.LSTM, dtype: torch.dtype) -> tuple[Tensor, Te
     return cached[1], cached[2]
 
 
-def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """F.dropout with the CPU mask drawn as 16-bit random integers, four from each 64-bit draw of the generator:
-    an element is kept when its integer is at least round(p * 65536) - 32768 (probability 1 - p to within 2^-17)
-    and scaled by 1 / (1 - p), as in F.dropout; only the random stream differs. bernoulli_ was the slow part of
-    F.dropout (6.0 ms forward + backward for a 20x35x650 float32 batch, 2 threads), a float32 torch.rand mask 2.1
-    ms; 16-bit integers take 40% less than torch.rand (256 x 512 bf16: 374 -> 234 us). Other devices use F.dropout."""
-    if not training or p == 0:
-        return x
-    if x.device.type != "cpu" or p >= 1:
-        return F.dropout(x, p, training)
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)[:n]
-    return x * (bits.view(x.shape) >= round(p * 65536) - 32768).to(x.dtype).mul_(1 / (1 - p))
-
-
 class Dropout(nn.Module):
-    """nn.Dropout through `dropout` above."""
+    """nn.Dropout through `dropout` (seq2seq/kernels/dropout.py)."""
 
     def __init__(self, p: float) -> None:
         super().__init__()

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.data.batching import Batch, to_device
+from seq2seq.data.batching import Batch
+from seq2seq.kernels.padding import to_device
 from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
 from seq2seq.models.int8 import Int8Linear

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.models.activation import lstm_gates_, tanh
+from seq2seq.kernels.lstm import lstm_cell_
 from seq2seq.models.attention import energies
 from seq2seq.models.recurrent import Recurrent, State, dropout
 
@@ -100,13 +100,11 @@ class _LSTMStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, x: Tensor, h: Tensor, c: Tensor, weight: Tensor, kept: _Kept, t: int):
         inp = kept.input(t, (x, h))
-        gates = lstm_gates_(torch.addmm(pre, inp, weight.t()).float())
-        i, f, g, o = gates.split(c.shape[1], dim=1)
-        c_new = torch.addcmul(f * c, i, g)
-        tanh_c = tanh(c_new)
+        gates = torch.addmm(pre, inp, weight.t()).float()
+        h_new, c_new, tanh_c = lstm_cell_(gates, c)  # the gates activated in place
         ctx.save_for_backward(c, gates, tanh_c, weight)
         ctx.kept, ctx.t, ctx.pre_dims, ctx.x_size = kept, t, pre.dim(), x.shape[1]
-        return (o * tanh_c).to(inp.dtype), c_new
+        return h_new.to(inp.dtype), c_new
 
     @staticmethod
     def backward(ctx, dh: Tensor, dc: Tensor):
