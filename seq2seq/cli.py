@@ -122,6 +122,7 @@ def _number_type(kind: type, ok: Callable[[float], bool], requirement: str, doc:
         return value
 
     parse.__doc__ = doc
+    parse.kind, parse.accepts, parse.requirement = kind, ok, requirement  # for checks of values, not text
     return parse
 
 

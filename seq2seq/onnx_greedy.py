@@ -3,8 +3,9 @@
     OnnxTranslator("out/en-fr").translate(["A dog runs."])
 
 The same search as `Translator.translate(lines)` with beam 1 (`search.sample` at temperature 0): BOS first, the
-argmax piece fed back in, a sentence done at EOS or at its length limit (max_len_ratio x source pieces + 10), the
-argmax taken over the training shortlist where the model has one. This is for a runtime without PyTorch (or a
+argmax piece fed back in, a sentence done at EOS or at its length limit (max_len_ratio x source pieces + 10; by
+default the recipe's train.decode_max_ratio, as for `Translator`: seq2seq/decoding.py), the argmax taken over the
+training shortlist where the model has one. This is for a runtime without PyTorch (or a
 check of the graphs); beam search stays with PyTorch. Only onnxruntime, numpy and sentencepiece are needed here.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from seq2seq.config import TrainConfig
+from seq2seq.decoding import DecodeConfig
 from seq2seq.tokenizer import BOS, EOS, PAD, Tokenizer
 from seq2seq.translator import clean
 
@@ -24,7 +27,8 @@ INSTALL = 'ONNX Runtime is missing: pip install -e ".[onnx]"'
 
 
 class OnnxTranslator:
-    def __init__(self, folder: str | Path, threads: int = 0, max_src_len: int = 250) -> None:
+    def __init__(self, folder: str | Path, threads: int = 0, max_src_len: int = 250,
+                 max_len_ratio: float | None = None) -> None:  # fmt: skip
         try:
             import onnxruntime as ort
         except ImportError:
@@ -38,7 +42,9 @@ class OnnxTranslator:
         self.src_tok = Tokenizer((folder / names["src"]).read_bytes())
         self.tgt_tok = Tokenizer((folder / names["tgt"]).read_bytes())
         recipe = yaml.safe_load((folder / config["recipe"]).read_text(encoding="utf-8"))
-        self.max_len_ratio = float(recipe.get("train", {}).get("decode_max_ratio", 1.5))
+        if max_len_ratio is None:  # the recipe's validation limit, the default of DecodeConfig.max_len_ratio
+            max_len_ratio = recipe.get("train", {}).get("decode_max_ratio", TrainConfig.decode_max_ratio)
+        self.max_len_ratio = float(DecodeConfig(max_len_ratio=max_len_ratio).max_len_ratio)
         self.max_src_len = max_src_len
         target_ids = config.get("target_ids")
         self.target_ids = None if target_ids is None else np.asarray(target_ids, dtype=np.int64)

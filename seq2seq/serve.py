@@ -9,14 +9,16 @@ its folder; --ensemble makes them one ensemble instead.
     GET  /models      the loaded models: recipe, precision, device, vocabulary sizes; the limits and defaults
     GET  /health      {"status": "ok"} and counters of requests, sentences, batches
 
-Requests that arrive together are decoded together (seq2seq/batcher.py); the checks and limits are in
-seq2seq/serving.py. Precision is chosen here, at load time: a request may only name the loaded one.
+The decoding options below are the defaults of every request, which may change beam, n_best and alpha, and say how
+the models load. Requests that arrive together are decoded together (seq2seq/batcher.py); the checks and limits are
+in seq2seq/serving.py. Precision is chosen here, at load time: a request may only name the loaded one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request), which name types
 # imported inside create_app, so they must be evaluated where the handlers are defined.
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import sys
 import threading
@@ -24,11 +26,10 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 from seq2seq.batcher import Batcher, Busy, Options
 from seq2seq.cli import ArgumentParser, non_negative_float, positive_float, positive_int, run_cli
-from seq2seq.config import DECODE_PRECISIONS
+from seq2seq.decoding import SERVE_FIELDS, DecodeConfig, add_decode_options, decode_config
+from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
 from seq2seq.serving import (
     Limits,
     LoadedModel,
@@ -39,23 +40,20 @@ from seq2seq.serving import (
     response,
     too_long,
 )
-from seq2seq.translate import INT8_HELP, PRECISION_HELP, chosen_precision
 
 INSTALL = 'the server needs FastAPI and uvicorn: pip install -e ".[serve]"'
 
 
-def parse_args(argv: list[str] | None):
+def parse_args(argv: list[str] | None) -> tuple:
     p = ArgumentParser(prog="python -m seq2seq.serve", description=__doc__)
     p.add_argument("run_dirs", nargs="+", help="run directories or exported model folders (or hf://owner/name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--checkpoint", default="best", help="best | last (run directories)")
     p.add_argument("--ensemble", action="store_true", help="decode the RUN_DIRs together as one ensemble")
-    p.add_argument("--beam", type=positive_int, default=5, help="beam size when a request gives none (1 = greedy)")
-    p.add_argument("--precision", choices=DECODE_PRECISIONS, help=PRECISION_HELP)
-    p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's own choice)")
+    add_decode_options(p, SERVE_FIELDS)
+    add_runtime_options(p)
     p.add_argument("--max-batch", type=positive_int, default=64, help="sentences that end a batch's collection")
     p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0, help="how long a batch collects requests")
     p.add_argument("--max-sentences", type=positive_int, default=64, help="sentences per request")
@@ -65,11 +63,13 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--max-connections", type=positive_int, default=256, help="open connections, beyond which: 503")
     p.add_argument("--timeout-s", type=positive_float, default=60.0, help="longest wait for a translation, then 504")
     p.add_argument("--log-level", default="warning", help="uvicorn's: critical | error | warning | info | debug")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    return args, decode_config(args)
 
 
-def load_models(paths: list[str], ensemble: bool, which: str, device: str, precision: str | None) -> dict:
-    """{name: Translator}: one per path (named after its folder), or one ensemble of them all."""
+def load_models(paths: list[str], ensemble: bool, which: str, device: str, decode: DecodeConfig | None = None) -> dict:
+    """{name: Translator}: one per path (named after its folder), or one ensemble of them all, each loaded as
+    `decode` says (precision, full vocabulary, max_len_ratio, inter_threads)."""
     from seq2seq.translator import Translator
 
     def local(path: str) -> tuple[str, Path]:
@@ -83,13 +83,13 @@ def load_models(paths: list[str], ensemble: bool, which: str, device: str, preci
     named = [local(p) for p in paths]
     if ensemble:
         name = named[0][0] + (f"+{len(named) - 1}" if len(named) > 1 else "")
-        return {name: Translator.from_run([f for _, f in named], which, device, precision=precision)}
+        return {name: Translator.from_run([f for _, f in named], which, device, decode)}
     models: dict = {}
     for first_name, folder in named:
         name, n = first_name, 2
         while name in models:
             name, n = f"{first_name}-{n}", n + 1
-        models[name] = Translator.from_run(folder, which, device, precision=precision)
+        models[name] = Translator.from_run(folder, which, device, decode)
     return models
 
 
@@ -102,20 +102,26 @@ def describe(name: str, translator, runs: list[str]) -> dict:
             "decoder_columns": first.generator.out_features}  # fmt: skip
 
 
-def decode_with(models: dict):
-    """The batcher's decode function: one translate_n_best call per group of requests."""
+def decode_with(models: dict, defaults: DecodeConfig):
+    """The batcher's decode function: one Translator.decode call per group of requests, with the server's settings
+    and the group's beam, n_best and alpha."""
 
     def decode(options: Options, sentences: list[str]) -> list:
-        extra = {"alpha": options.alpha} if options.beam > 1 else {"scores": False}  # greedy: no scores needed
-        return models[options.model].translate_n_best(sentences, options.beam, options.n_best,
-                                                      attention=options.attention, **extra)  # fmt: skip
+        # precision None: the one the model was loaded in
+        config = dataclasses.replace(defaults, beam=options.beam, n_best=options.n_best, alpha=options.alpha,
+                                     precision=None)  # fmt: skip
+        return models[options.model].decode(sentences, config, attention=options.attention,
+                                            scores=options.n_best > 1)  # greedy search without n-best: no scores
 
     return decode
 
 
-def create_app(models: dict, limits: Limits | None = None, beam: int = 5, max_batch: int = 64, max_wait: float = 0.005,
-               max_pending: int = 4096, timeout: float = 60.0, runs: dict | None = None):  # fmt: skip
-    """The FastAPI application over loaded Translators {name: translator}; the first is the default model."""
+def create_app(models: dict, limits: Limits | None = None, decode: DecodeConfig | None = None, max_batch: int = 64,
+               max_wait: float = 0.005, max_pending: int = 4096, timeout: float = 60.0, runs: dict | None = None, *,
+               beam: int | None = None):  # fmt: skip
+    """The FastAPI application over loaded Translators {name: translator}; the first is the default model.
+    decode: the defaults of requests (DecodeConfig's own where None); beam: the same as decode's beam."""
+    decode = dataclasses.replace(decode or DecodeConfig(), **({} if beam is None else {"beam": beam}))
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -123,8 +129,9 @@ def create_app(models: dict, limits: Limits | None = None, beam: int = 5, max_ba
     page = resources.files("seq2seq").joinpath("static/index.html").read_text(encoding="utf-8")  # read once
     loaded = {name: LoadedModel(name, t.precision) for name, t in models.items()}
     default = next(iter(models))
-    batcher = Batcher(decode_with(models), max_batch, max_wait, max_pending)
+    batcher = Batcher(decode_with(models, decode), max_batch, max_wait, max_pending)
     info = [describe(name, t, (runs or {}).get(name, [name])) for name, t in models.items()]
+    request_defaults = {k: v for k, v in dataclasses.asdict(decode).items() if k not in ("precision", "full_vocabulary")}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -158,13 +165,13 @@ def create_app(models: dict, limits: Limits | None = None, beam: int = 5, max_ba
 
     @app.get("/models")
     async def list_models() -> dict:
-        return {"models": info, "default_model": default, "defaults": {"beam": beam, "n_best": 1, "alpha": 0.6},
+        return {"models": info, "default_model": default, "defaults": request_defaults,
                 "limits": vars(limits), "batching": {"max_batch": max_batch, "max_wait_ms": max_wait * 1000}}
 
     @app.post("/translate")
     async def translate(request: Request) -> JSONResponse:
         try:
-            parsed = parse_translate(await read_body(request), limits, loaded, default, beam)
+            parsed = parse_translate(await read_body(request), limits, loaded, default, decode)
             future = batcher.submit(parsed.sentences, parsed.options)
         except RequestError as e:
             return error(e.status, e.message)
@@ -211,19 +218,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = parse_args(argv)
+    args, decode = parse_args(argv)
     try:
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError:
         print(f"error: {INSTALL}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = load_models(args.run_dirs, args.ensemble, args.checkpoint, args.device, chosen_precision(args))
+    apply(runtime_from_args(args))  # threads, malloc, kernels: before the models are loaded
+    models = load_models(args.run_dirs, args.ensemble, args.checkpoint, args.device, decode)
     limits = Limits(args.max_body_bytes, args.max_sentences, args.max_chars)
     runs = {name: args.run_dirs if args.ensemble else [path] for name, path in zip(models, args.run_dirs)}
-    app = create_app(models, limits, args.beam, args.max_batch, args.max_wait_ms / 1000, args.max_pending,
+    app = create_app(models, limits, decode, args.max_batch, args.max_wait_ms / 1000, args.max_pending,
                      args.timeout_s, runs)  # fmt: skip
     names = ", ".join(f"{n} ({t.precision} on {t.device})" for n, t in models.items())
     print(f"serving {names} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -1,5 +1,7 @@
 """The server's request checks, without a web framework: the bytes of a body in, a TranslateRequest or a
-RequestError (an HTTP status and a message saying what was wrong and what would be right) out.
+RequestError (an HTTP status and a message saying what was wrong and what would be right) out. A request's decoding
+fields (beam, n_best, alpha, precision) replace those of the server's DecodeConfig, which checks them as it checks
+the command line's (seq2seq/decoding.py); the server adds its limits (max_beam) and the loaded precision.
 
     POST /translate  {"sentences": ["A dog runs."], "beam": 5, "n_best": 1, "alpha": 0.6, "attention": false,
                       "precision": "bf16", "model": "en-fr"}          # all but "sentences" optional
@@ -9,13 +11,14 @@ Nothing in a request names a file: `model` picks one of the models loaded at sta
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from seq2seq.batcher import Options
+from seq2seq.decoding import DecodeConfig, DecodeError
 
 MiB = 1 << 20
 
@@ -88,15 +91,6 @@ def _type_name(value: Any) -> str:
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)  # fmt: skip
 
 
-def _integer(raw: dict, key: str, default: int, low: int, high: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(400, f"{key} must be an integer from {low} to {high}, got {_type_name(value)}")
-    if not low <= value <= high:
-        raise RequestError(400, f"{key} must be from {low} to {high}, got {value}")
-    return value
-
-
 def _sentences(raw: dict, limits: Limits) -> list[str]:
     if "sentences" not in raw:
         raise RequestError(400, f"the body needs a field \"sentences\", a list of strings: {EXAMPLE}")
@@ -120,8 +114,9 @@ def _sentences(raw: dict, limits: Limits) -> list[str]:
 
 
 def parse_translate(body: bytes, limits: Limits, models: dict[str, LoadedModel], default_model: str,
-                    default_beam: int) -> TranslateRequest:  # fmt: skip
-    """The body of POST /translate -> the sentences and their decode options; RequestError when anything is off."""
+                    defaults: DecodeConfig | None = None) -> TranslateRequest:  # fmt: skip
+    """The body of POST /translate -> the sentences and their decode options; RequestError when anything is off.
+    defaults: the server's decoding settings, which a request's beam, n_best and alpha replace."""
     if len(body) > limits.max_body_bytes:
         raise too_long(limits)
     raw = parse_json(body)
@@ -137,20 +132,21 @@ def parse_translate(body: bytes, limits: Limits, models: dict[str, LoadedModel],
     if not isinstance(name, str) or name not in models:
         raise RequestError(400, f"model must be one of {', '.join(map(repr, models))}, got {name!r}"
                            if isinstance(name, str) else f"model must be a string, got {_type_name(name)}")
-    model = models[name]
-    precision = raw.get("precision", model.precision)
-    if precision != model.precision:
+    model, defaults = models[name], defaults or DecodeConfig()
+    try:
+        config = dataclasses.replace(defaults, **{key: raw[key] for key in ("beam", "n_best", "alpha") if key in raw},
+                                     precision=raw.get("precision", model.precision))  # fmt: skip
+    except DecodeError as e:
+        raise RequestError(400, str(e)) from None
+    if config.beam > limits.max_beam:
+        raise RequestError(400, f"beam must be from 1 to {limits.max_beam}, got {config.beam}")
+    if config.precision != model.precision:
         raise RequestError(400, f"model {name!r} decodes in {model.precision} (chosen when the server started, "
-                           f"with --precision); a request can name only that precision, got {precision!r}")
-    beam = _integer(raw, "beam", default_beam, 1, limits.max_beam)
-    n_best = _integer(raw, "n_best", 1, 1, beam)
-    alpha = raw.get("alpha", 0.6)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise RequestError(400, f"alpha must be a finite number >= 0, got {alpha!r}")
+                           f"with --precision); a request can name only that precision, got {config.precision!r}")
     attention = raw.get("attention", False)
     if not isinstance(attention, bool):
         raise RequestError(400, f"attention must be true or false, got {_type_name(attention)}")
-    return TranslateRequest(sentences, Options(name, beam, n_best, float(alpha), attention))
+    return TranslateRequest(sentences, Options(name, config.beam, config.n_best, config.alpha, attention))
 
 
 def response(request: TranslateRequest, results: list, precision: str) -> dict:

@@ -2,6 +2,8 @@
 
     Translator.from_run("runs/en-fr").translate(["A dog runs."], beam=5)
     Translator.from_run(["runs/en-fr", "runs/en-fr-2"])          # an ensemble
+    config = DecodeConfig(beam=5, n_best=3, precision="int8")
+    Translator.from_run("runs/en-fr", decode=config).decode(["A dog runs."], config)   # the n best of each line
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from seq2seq import search
 from seq2seq.data.batching import pad
+from seq2seq.decoding import DecodeConfig, DecodeError
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import autocast
 
@@ -80,16 +83,18 @@ class Translator:
 
     @classmethod
     def from_run(cls, run_dirs: str | Path | Sequence[str | Path], which: str = "best", device: str = "auto",
-                 **kwargs) -> Translator:  # fmt: skip
+                 decode: DecodeConfig | None = None, **kwargs) -> Translator:  # fmt: skip
+        """decode: what the model loads with (precision, full_vocabulary) and the defaults of max_len_ratio and
+        inter_threads (`DecodeConfig.load_options`); kwargs: those of build.load_for_inference, which win."""
         from seq2seq.build import load_for_inference  # build imports this module
 
-        return load_for_inference(run_dirs, which, device, **kwargs)
+        return load_for_inference(run_dirs, which, device, **{**(decode.load_options() if decode else {}), **kwargs})
 
     @classmethod
     def from_pretrained(cls, name: str | Path, device: str = "auto", **kwargs) -> Translator:
         """A model folder written by `python -m seq2seq.export`, or one on the Hugging Face Hub ("hf://owner/name",
         or "owner/name" where no such local folder exists; needs the `hub` extra and the network the first time).
-        kwargs as for from_run: precision, shortlist, max_len_ratio, inter_threads, ..."""
+        kwargs as for from_run: decode, precision, shortlist, max_len_ratio, inter_threads, ..."""
         from seq2seq.hub import resolve  # huggingface_hub is imported only for a Hub name
 
         return cls.from_run(resolve(name), "best", device, **kwargs)
@@ -104,11 +109,25 @@ class Translator:
 
     def translate_n_best(
         self, lines: Sequence[str], beam: int = 5, n_best: int = 1, batch_size: int | None = None, *,
-        first_line: int = 1, **options,
+        first_line: int = 1, attention: bool = True, scores: bool = True, generator: torch.Generator | None = None,
+        **settings,
     ) -> list[list[Translation]]:
-        """beam 1 is greedy search; `options` go to search.beam_search (alpha, min_length, no_repeat_ngram,
-        ban_unk, attention) or, for beam 1, to search.sample (temperature, top_k, top_p, attention, scores).
+        """beam 1 is greedy search (or sampling with a temperature). `settings`: DecodeConfig fields (alpha,
+        min_length, no_repeat_ngram, ban_unk, temperature, top_k, top_p, seed, max_len_ratio, inter_threads), checked
+        as DecodeConfig checks them (DecodeError). The other arguments are those of `decode`."""
+        config = DecodeConfig(beam=beam, n_best=n_best, batch_size=batch_size, **settings)
+        return self.decode(lines, config, first_line=first_line, attention=attention, scores=scores,
+                           generator=generator)  # fmt: skip
+
+    def decode(
+        self, lines: Sequence[str], config: DecodeConfig, *, first_line: int = 1, attention: bool = True,
+        scores: bool = True, generator: torch.Generator | None = None,
+    ) -> list[list[Translation]]:
+        """The config.n_best best translations of each line. max_len_ratio and inter_threads left out (None): the
+        translator's. attention: keep each step's attention weights; scores: greedy search computes the scores (beam
+        search always does); generator: for sampling (default: one seeded with config.seed, if any).
         first_line: the number of lines[0] in the warnings (a file translated in chunks)."""
+        self._check_loaded_as(config)
         ids = self.src_tok.encode([clean(line) for line in lines])
         for i, seq in enumerate(ids):
             if len(seq) > self.max_src_len:
@@ -116,40 +135,57 @@ class Translator:
                 ids[i] = seq[: self.max_src_len]
         outputs: list[list[Translation]] = [[Translation("", 0.0, [], [], [])] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
-        batch_size = batch_size or default_batch_size(beam, self.device)
+        batch_size = config.batch_size or default_batch_size(config.beam, self.device)
         batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-        for rows, results in zip(batches, self._search_all(batches, ids, beam, n_best, options)):
+        options = {**config.search_options(), "attention": attention,
+                   "max_len_ratio": config.max_len_ratio or self.max_len_ratio}  # fmt: skip
+        if config.beam <= 1:
+            options.update(scores=scores, generator=config.generator() if generator is None else generator)
+        threads = config.inter_threads or self.inter_threads
+        for rows, results in zip(batches, self._search_all(batches, ids, config, threads, options)):
             for i, hyps in zip(rows, results):
                 outputs[i] = [self._translation(ids[i], h) for h in hyps]
         return outputs
 
-    def _search_all(self, batches: list[list[int]], ids, beam: int, n_best: int, options: dict) -> Iterator:
+    def _check_loaded_as(self, config: DecodeConfig) -> None:
+        """The settings a model is loaded with cannot change per call: a config that names others is an error."""
+        if config.precision not in (None, self.precision):
+            raise DecodeError(f"{{precision}} {config.precision}: this translator decodes in {self.precision}, "
+                              "chosen when it was loaded (Translator.from_run(..., decode=config))")  # fmt: skip
+        if config.full_vocabulary and getattr(self.model, "output_ids", None) is not None:
+            raise DecodeError("{full_vocabulary}: this translator was loaded with the training shortlist; load it "
+                              "with Translator.from_run(..., decode=config) for the full vocabulary")  # fmt: skip
+
+    def _search_all(self, batches: list[list[int]], ids, config: DecodeConfig, threads: int | None,
+                    options: dict) -> Iterator:  # fmt: skip
         """Search results per batch, in order. With inter_threads > 1 on the CPU, that many batches are decoded at
         once, each in its own thread with an equal share of torch's threads (CTranslate2's inter_threads): small
         per-step operations cannot use two cores within one batch, but two batches keep both busy."""
         def run(rows: list[int]):
-            return self.search([ids[i] for i in rows], beam, n_best, **options)
+            return self.search([ids[i] for i in rows], config.beam, config.n_best, **options)
 
-        workers = min(self.inter_threads or auto_inter_threads(beam, self.device), len(batches))
+        workers = min(threads or auto_inter_threads(config.beam, self.device), len(batches))
         if workers <= 1 or self.device.type != "cpu":
             yield from map(run, batches)
             return
-        threads = torch.get_num_threads()
+        total = torch.get_num_threads()
         try:
             with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
-                                    initargs=(max(1, threads // workers),)) as pool:  # fmt: skip
+                                    initargs=(max(1, total // workers),)) as pool:  # fmt: skip
                 yield from pool.map(run, batches)
         finally:
-            torch.set_num_threads(threads)  # a worker's setting is also the default of threads started later
+            torch.set_num_threads(total)  # a worker's setting is also the default of threads started later
 
     def search(self, src_ids: Sequence[Sequence[int]], beam: int, n_best: int, **options):
+        """search.sample (beam 1) or search.beam_search over one batch; `options` are theirs (max_len_ratio: the
+        translator's unless given)."""
         src = pad(src_ids).to(self.device)
         lengths = torch.tensor([len(s) for s in src_ids], dtype=torch.long)
+        options.setdefault("max_len_ratio", self.max_len_ratio)
         with autocast(self.device, "bf16" if self.precision == "int8" else self.precision):  # int8: models/int8.py
             if beam <= 1:
-                return [[h] for h in search.sample(self.model, src, lengths, self.max_len_ratio, **options)]
-            return search.beam_search(self.model, src, lengths, beam, n_best, max_len_ratio=self.max_len_ratio,
-                                      **options)  # fmt: skip
+                return [[h] for h in search.sample(self.model, src, lengths, **options)]
+            return search.beam_search(self.model, src, lengths, beam, n_best, **options)
 
     def _translation(self, src_ids: Sequence[int], hyp: search.Hypothesis) -> Translation:
         sp = self.src_tok.sp

@@ -35,6 +35,7 @@ def need(what: str) -> None:
 @pytest.fixture(scope="module")
 def page_url(toy_run):
     import fastapi  # noqa: F401 - the serve extra, in dev
+
     from seq2seq.serve import create_app, serve_in_thread
     from seq2seq.translator import Translator
 

@@ -139,6 +139,7 @@ def test_push_to_hub_creates_the_repository_and_uploads_the_folder(folder, toy_r
 
 def test_onnx_greedy_translates_as_pytorch_greedy(folder, toy_run, val_lines):
     import onnxruntime  # noqa: F401 - the onnx extra, in dev
+
     from seq2seq.onnx_greedy import OnnxTranslator
 
     reference = Translator.from_run(toy_run, device="cpu", precision="fp32")
@@ -152,6 +153,7 @@ def test_onnx_greedy_translates_as_pytorch_greedy(folder, toy_run, val_lines):
 ])  # fmt: skip
 def test_onnx_graphs_compute_encode_and_decode_step(options, tmp_path):
     import onnxruntime as ort
+
     from seq2seq.models.onnx_graphs import export_onnx
 
     torch.manual_seed(0)

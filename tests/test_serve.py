@@ -96,6 +96,7 @@ def translator(toy_run):
 @pytest.fixture(scope="module")
 def server(translator):
     import fastapi  # noqa: F401 - the serve extra, in dev
+
     from seq2seq.serve import create_app, serve_in_thread
 
     app = create_app({"toy": translator}, Limits(max_body_bytes=4096, max_sentences=8, max_chars=100), beam=5,
@@ -226,6 +227,7 @@ def test_the_load_benchmark_runs_tiny(toy_run, tmp_path):
 
 def test_the_server_thread_stops(translator):
     import fastapi  # noqa: F401 - the serve extra, in dev
+
     from seq2seq.serve import create_app, serve_in_thread
 
     before = threading.active_count()
