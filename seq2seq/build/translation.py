@@ -1,10 +1,10 @@
-"""Translation: SentencePiece models, tokenized pair tables, the trainer with BLEU validation, and inference."""
+"""Translation: the trainer with BLEU validation (its data: translation_data.py), and inference."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
+import math
 from pathlib import Path
 
 import datasets
@@ -20,10 +20,17 @@ from seq2seq.build.common import (
     resolve_device,
     write_recipe,
 )
+from seq2seq.build.translation_data import (  # (tokenize, train_tokenizers: also seq2seq.build's)
+    ValidationSet,
+    tokenize,
+    tokenizer_sample,
+    train_tokenizers,
+    training_corpora,
+    training_table,
+    validation_sets,
+)
 from seq2seq.config import DECODE_PRECISIONS, ConfigError, Recipe, recipe_from_dict
 from seq2seq.data.batching import PairBatches
-from seq2seq.data.corpora import DataError
-from seq2seq.data.parallel import load_parallel
 from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
 from seq2seq.models.int8 import quantize_decoder
@@ -44,72 +51,17 @@ def decode_precision(train_precision: str, device: torch.device) -> str:
     return "bf16" if train_precision == "fp16" else train_precision
 
 
-def train_tokenizers(recipe: Recipe, table: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
-    tc = recipe.tokenizer
-    args = dict(vocab_size=tc.vocab_size, model_type=tc.model_type, character_coverage=tc.character_coverage)
-    if tc.joint:
-        joint = Tokenizer.train([*table["src"], *table["tgt"]], **args)
-        return joint, joint
-    return Tokenizer.train(table["src"], **args), Tokenizer.train(table["tgt"], **args)
-
-
-def tokenize(table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer, cache: Path | None) -> datasets.Dataset:
-    """Add `src_ids` and `tgt_ids` columns (a cached `map` when `cache` is given)."""
-    if cache is not None and cache.is_file():
-        return datasets.Dataset.from_file(str(cache))
-
-    def encode(batch: dict) -> dict:
-        return {"src_ids": src.encode(batch["src"]), "tgt_ids": tgt.encode(batch["tgt"])}
-
-    return table.map(
-        encode, batched=True, batch_size=2000, cache_file_name=str(cache) if cache else None, desc="tokenizing"
-    )
-
-
-CACHE_FORMAT = b"src_ids,tgt_ids v1"  # change it when what tokenize() stores changes: every cache is then rebuilt
-
-
-def tokenized_cache(folder: Path, split: str, table: datasets.Dataset, src: Tokenizer, tgt: Tokenizer) -> Path:
-    """FOLDER/<split>-<key>.arrow, where the key hashes the SentencePiece models' bytes and the pairs (datasets'
-    fingerprint of the table: a hash of its content, or of a hub dataset's cache files, computed when the table is
-    made). A run directory left by a start with other tokenizers or other data (an interrupted start, another
-    recipe) thus never feeds its ids to this run: a new key tokenizes anew, and the split's other caches are removed."""
-    h = hashlib.sha256()
-    for part in (CACHE_FORMAT, src.proto, tgt.proto, str(table._fingerprint).encode()):
-        h.update(hashlib.sha256(part).digest())  # hashes of the parts: no two sets of parts run together alike
-    path = folder / f"{split}-{h.hexdigest()[:16]}.arrow"
-    for stale in [folder / f"{split}.arrow", *folder.glob(f"{split}-????????????????.arrow")]:
-        if stale != path:
-            stale.unlink(missing_ok=True)
-    return path
-
-
-def no_training_pair(recipe: Recipe, tokenized: datasets.Dataset) -> DataError:
-    """The error for a training split that the length filter leaves empty, naming the filter that emptied it."""
-    d = recipe.data
-    where = f"the {d.train_split} split of {d.corpus} ({d.src_lang}-{d.tgt_lang})"
-    if len(tokenized) == 0:
-        return DataError(f"{where} has no sentence pairs")
-    if not any(len(ids) for ids in tokenized["src_ids"]):
-        return DataError(f"every source sentence of {where} is empty")
-    return DataError(f"no training pair is at most data.max_len={d.max_len} pieces long on both sides: all "
-                     f"{len(tokenized)} pairs of {where} were filtered out; raise data.max_len")
-
-
 def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, rank: int, world: int) -> Trainer:
     """Data, tokenizers, model, optimizer and validation for translation, in that order."""
-    d, t = recipe.data, recipe.train
-    train_table = load_parallel(d.corpus, d.train_split, d.src_lang, d.tgt_lang, d.hub_config)
-    valid_table = load_parallel(d.corpus, d.valid_split, d.src_lang, d.tgt_lang, d.hub_config)
-    if d.valid_limit:
-        valid_table = valid_table.select(range(min(d.valid_limit, len(valid_table))))
+    t = recipe.train
+    corpora, valid = training_corpora(recipe), validation_sets(recipe)
     if resume:
         saved = checkpoint.load(run_dir / "last.pt")
         src_tok, tgt_tok = tokenizers_from(saved)
         target_ids = saved["model"].get("target_ids")  # None: a run over every piece (target_vocabulary: all)
         del saved
     else:  # SentencePiece training is deterministic, so every rank gets the same models
-        src_tok, tgt_tok = train_tokenizers(recipe, train_table)
+        src_tok, tgt_tok = train_tokenizers(recipe, *tokenizer_sample(corpora, t.seed))
         if rank == 0:
             write_recipe(run_dir, recipe)
             names = {"spm.model": src_tok} if src_tok is tgt_tok else {"spm.src.model": src_tok, "spm.tgt.model": tgt_tok}
@@ -117,12 +69,9 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
                 checkpoint.write_atomic(run_dir / name, tok.proto)
     (run_dir / "cache").mkdir(exist_ok=True)
     # (one process only: ranks must not race on a file)
-    cache = tokenized_cache(run_dir / "cache", d.train_split, train_table, src_tok, tgt_tok) if world == 1 else None
-    tokenized = tokenize(train_table, src_tok, tgt_tok, cache)
-    train_ids = tokenized.filter(lambda r: 0 < len(r["src_ids"]) <= d.max_len and len(r["tgt_ids"]) <= d.max_len)
-    if len(train_ids) == 0:  # every epoch would be empty
-        raise no_training_pair(recipe, tokenized)
-    valid_ids = tokenize(valid_table, src_tok, tgt_tok, None)
+    train_ids, mixture = training_table(recipe, corpora, src_tok, tgt_tok, run_dir / "cache" if world == 1 else None)
+    for v in valid:
+        v.ids = tokenize(v.table, src_tok, tgt_tok, None)
     seen = target_pieces(train_ids)
     if not resume:
         target_ids = target_vocabulary(seen) if recipe.model.target_vocabulary == "seen" else None
@@ -130,9 +79,8 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     trainer = Trainer(
         model=model,
         optimizer=build_optimizer(recipe, model),
-        data=PairBatches(train_ids, t.batch_tokens, t.seed, rank, world),
-        evaluate=translation_evaluator(valid_table["src"], valid_table["tgt"], valid_ids, src_tok, tgt_tok, recipe,
-                                       device),
+        data=PairBatches(train_ids, t.batch_tokens, t.seed, rank, world, mixture),
+        evaluate=translation_evaluator(valid, src_tok, tgt_tok, recipe, device),
         cfg=t,
         run_dir=run_dir,
         device=device,
@@ -145,31 +93,41 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     return trainer
 
 
-def translation_evaluator(sources, references, valid_ids, src_tok, tgt_tok, recipe: Recipe, device):
-    """Validation for translation: exact NLL per token (no label smoothing) and greedy BLEU / chrF."""
-    batches = PairBatches(valid_ids, recipe.train.batch_tokens, seed=0)
+def translation_evaluator(valid: list[ValidationSet], src_tok, tgt_tok, recipe: Recipe, device):
+    """Validation for translation: exact NLL per token (no label smoothing) and greedy BLEU / chrF of each validation
+    set; with several, each one's as loss_<label>, bleu_<label>, ..., and their unweighted means as loss, bleu, ..."""
+    batches = [PairBatches(v.ids, recipe.train.batch_tokens, seed=0) for v in valid]
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        total, count = 0.0, 0
-        with torch.inference_mode():
-            for _, batch in batches.epoch(0):
-                loss, n = model.loss(batch.to(device), label_smoothing=0.0)
-                total, count = total + float(loss), count + n
         precision = decode_precision(recipe.train.precision, torch.device(device))
         dtype = LOW_PRECISION.get(precision)
         # A copy with the weights stored in the autocast type: autocast would re-cast them at every decoder step
         # (greedy over Multi30k's validation set: 1.06 s instead of 1.92 here, the same translations).
         decoder = copy.deepcopy(model).to(dtype) if dtype else model
         translator = Translator(decoder, src_tok, tgt_tok, device, precision, recipe.train.decode_max_ratio)
-        hyps = translator.translate(sources)
-        return {
-            "loss": total / max(count, 1),
-            "ppl": perplexity(total, count),
-            "bleu": bleu(hyps, [references]).value,
-            "chrf": chrf(hyps, [references]).value,
-        }
+        scores = [_scores(model, b, translator, v.table, device) for v, b in zip(valid, batches)]
+        if len(scores) == 1:
+            return scores[0]
+        mean = {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+        mean["ppl"] = math.exp(min(mean["loss"], 50.0))  # of the mean loss, capped as metrics.perplexity caps it
+        return {**mean, **{f"{k}_{v.label}": value for v, s in zip(valid, scores) for k, value in s.items()}}
 
     return evaluate
+
+
+def _scores(model, batches: PairBatches, translator: Translator, table, device) -> dict[str, float]:
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for _, batch in batches.epoch(0):
+            loss, n = model.loss(batch.to(device), label_smoothing=0.0)
+            total, count = total + float(loss), count + n
+    hyps, references = translator.translate(table["src"]), table["tgt"]
+    return {
+        "loss": total / max(count, 1),
+        "ppl": perplexity(total, count),
+        "bleu": bleu(hyps, [references]).value,
+        "chrf": chrf(hyps, [references]).value,
+    }
 
 
 def target_pieces(table: datasets.Dataset) -> list[int]:

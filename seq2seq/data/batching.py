@@ -7,6 +7,10 @@ Sorting by length before cutting batches keeps padding small: with a budget of 1
                                                      [6]
 
 and the batch order is then shuffled, so each step still sees a random length.
+
+A mixture of corpora (their tables stacked in order) is weighted by drawing an epoch's pairs before batching
+(`mixture_rows`): weight 2 trains on each pair of a corpus twice per epoch, 0.5 on half of its pairs, a half drawn
+anew each epoch from (seed, epoch).
 """
 
 from __future__ import annotations
@@ -19,18 +23,8 @@ import numpy as np
 import torch
 
 from seq2seq.data.corpora import DataError
+from seq2seq.kernels.padding import to_device
 from seq2seq.tokenizer import BOS, EOS, PAD
-
-
-def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """A host tensor on `device` without making the host wait for the device. A copy to a GPU with
-    non_blocking=False synchronizes with its stream (the host waits for every kernel queued before it), and one from
-    pageable memory may too (CUDA's API synchronization notes): on CUDA the copy goes through pinned memory,
-    asynchronously. Anywhere else it is `t.to(device)`."""
-    device = torch.device(device)
-    if device.type != "cuda" or t.device.type != "cpu":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -125,21 +119,64 @@ def token_budget_batches(
     return batches
 
 
+MIXTURE_STREAM = 7  # keeps the draw of an epoch's pairs apart from token_budget_batches' shuffle of the same epoch
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Corpora stacked in one table: `sizes[i]` rows of corpus i after those of corpus i - 1, each with its weight."""
+
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...]
+
+
+def mixture_rows(mixture: Mixture, seed: int, epoch: int) -> np.ndarray:
+    """The rows of one epoch of a weighted mixture, as indices into the stacked table. Corpus i of n_i rows and weight
+    w_i gives each of its rows int(w_i) times, then round((w_i - int(w_i)) * n_i) of its rows once more, drawn
+    without replacement from (seed, epoch, i): round(w_i * n_i) rows in all (up to rounding).
+
+        sizes (3, 4), weights (2, 0.5), one epoch  ->  0 1 2 0 1 2 and two of 3 4 5 6 (4 6, say; another epoch, 3 5)
+    """
+    parts, start = [], 0
+    for i, (n, weight) in enumerate(zip(mixture.sizes, mixture.weights)):
+        rows = np.arange(start, start + n)
+        whole, extra = int(weight), round((weight - int(weight)) * n)
+        parts.append(np.tile(rows, whole))
+        if extra:
+            rng = np.random.default_rng([seed, epoch, MIXTURE_STREAM, i])
+            parts.append(np.sort(rng.choice(rows, size=extra, replace=False)))
+        start += n
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 class PairBatches:
     """Epochs of token-budget batches over tokenized pairs (`src_ids`, `tgt_ids` columns of a datasets table).
 
     A position in the stream is (epoch, index): the batches of an epoch depend only on (seed, epoch), so a resumed
     run continues with exactly the batches an uninterrupted one would have seen. With `world > 1` each rank takes
-    every world-th batch of the same sequence.
+    every world-th batch of the same sequence. With a `mixture` (the table is corpora stacked in order), an epoch
+    is the weighted draw of `mixture_rows`, a function of (seed, epoch) too.
     """
 
-    def __init__(self, table, budget: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, table, budget: int, seed: int, rank: int = 0, world: int = 1,
+                 mixture: Mixture | None = None) -> None:  # fmt: skip
         self.table, self.budget, self.seed, self.rank, self.world = table, budget, seed, rank, world
         self.src, self.tgt = Ragged(table["src_ids"]), Ragged(table["tgt_ids"])
         self.src_len, self.tgt_len = self.src.lengths, self.tgt.lengths + 1  # +1 for BOS/EOS
+        if mixture is not None and sum(mixture.sizes) != len(self.tgt_len):
+            raise ValueError(f"the mixture's corpora hold {sum(mixture.sizes)} pairs, the table {len(self.tgt_len)}")
+        self.mixture = mixture
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """The row indices of each batch of `epoch`, in training order (before the ranks take their share)."""
+        if self.mixture is None:
+            return token_budget_batches(self.tgt_len, self.src_len, self.budget, self.seed, epoch)
+        rows = mixture_rows(self.mixture, self.seed, epoch)
+        batches = token_budget_batches(self.tgt_len[rows], self.src_len[rows], self.budget, self.seed, epoch)
+        return [rows[b] for b in batches]
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
-        batches = token_budget_batches(self.tgt_len, self.src_len, self.budget, self.seed, epoch)
+        batches = self.batches(epoch)
         usable = len(batches) - len(batches) % self.world if self.world > 1 else len(batches)
         if usable == 0:  # every rank sees this together (the same count of batches), so none waits for another
             raise DataError(

@@ -2,11 +2,18 @@
 
 Local corpora become Arrow tables; a name that is not a local corpus is read from the Hugging Face hub
 (`translation` column, as in `wmt14` / `fr-en`), which needs the internet.
+
+A split may be qualified by its corpus, `corpus/split`; that corpus then replaces the one asked for:
+
+    load_parallel("multi30k", "tatoeba/test", "en", "fr")               ->  Tatoeba's test split
+    load_parallel(["multi30k", "tatoeba"], "val", "en", "fr")           ->  Multi30k's val, then Tatoeba's
+    load_parallel(["multi30k", "tatoeba"], "test_2016_flickr", ...)     ->  DataError: Tatoeba has no such split
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
@@ -23,7 +30,42 @@ LOCAL_CORPORA = {
 TATOEBA_HELD_OUT_PER_MILLE = {"val": 15, "test": 15}
 
 
-def load_parallel(corpus: str, split: str, src_lang: str, tgt_lang: str, hub_config: str = "") -> datasets.Dataset:
+def load_parallel(
+    corpus: str | Sequence[str], split: str, src_lang: str, tgt_lang: str, hub_config: str = ""
+) -> datasets.Dataset:
+    """The pairs of `split`: of `corpus`, or of each corpus of a list one after the other, or of the corpus that
+    qualifies it (`tatoeba/test`)."""
+    tables = [_load_one(c, s, src_lang, tgt_lang, hub_config) for c, s in split_parts(corpus, split)]
+    return tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
+
+
+def corpus_names(corpus: str | Sequence[str]) -> tuple[str, ...]:
+    """A recipe's data.corpus as a tuple of names: one corpus, or the corpora of a mixture."""
+    return (corpus,) if isinstance(corpus, str) else tuple(corpus)
+
+
+def split_parts(corpus: str | Sequence[str], split: str) -> list[tuple[str, str]]:
+    """(corpus, split) of each part of `split`: the corpus that qualifies it (`tatoeba/val` -> tatoeba, val; a hub
+    id keeps its own slash: `owner/name/test`), else `split` of every corpus of `corpus`, each of which must have it."""
+    name, qualified, part = split.rpartition("/")
+    if qualified:
+        if not name.strip() or not part.strip():
+            raise DataError(f"split {split!r} must be a split name (val) or a qualified one, corpus/split (tatoeba/val)")
+        return [(name, part)]
+    corpora = corpus_names(corpus)
+    lacking = [c for c in corpora if c in LOCAL_CORPORA and split not in LOCAL_CORPORA[c]]
+    if lacking and len(corpora) > 1:
+        raise DataError(f"split {split!r} is not in every corpus ({', '.join(lacking)} ha{'s' if len(lacking) == 1 else 've'} "
+                        f"none); name one corpus's split as corpus/split: {', '.join(qualified_splits(corpora))}")
+    return [(c, split) for c in corpora]
+
+
+def qualified_splits(corpora: Sequence[str]) -> list[str]:
+    """Every corpus/split name of `corpora` (a hub dataset's splits are unknown until it is loaded: NAME/<split>)."""
+    return [f"{c}/{s}" for c in corpora for s in LOCAL_CORPORA.get(c, ("<split>",))]
+
+
+def _load_one(corpus: str, split: str, src_lang: str, tgt_lang: str, hub_config: str) -> datasets.Dataset:
     if corpus == "multi30k":
         _check_split(corpus, split)
         src = corpus_file("multi30k", f"{split}.{src_lang}")
