@@ -530,6 +530,8 @@ def bench_serve(args) -> None:
     server starts) for the ratio. Bounded: --requests per level, --max-seconds per level, loopback only."""
     from seq2seq.translator import Translator
 
+    cpu = torch.device("cpu")  # the machine's matrix-product peaks, measured in this run, beside every figure
+    peaks = {"bf16_tflops": matmul_peak(torch.bfloat16, cpu) / 1e12, "fp32_tflops": matmul_peak(torch.float32, cpu) / 1e12}
     sentences = None
     for precision in args.precisions:
         translator = Translator.from_run(args.run_dir, device="cpu", precision=precision)
@@ -553,7 +555,7 @@ def bench_serve(args) -> None:
                                   "of_offline": r["requests_per_s"] / offline,
                                   "requests_per_batch": (after["requests"] - before["requests"]) / batches,
                                   "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-                                  "device": device_name(torch.device("cpu"))}), flush=True)  # fmt: skip
+                                  "device": device_name(cpu), **peaks}), flush=True)  # fmt: skip
 
 
 def serve_sentences(args, recipe) -> list[str]:
