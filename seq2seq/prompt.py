@@ -29,6 +29,10 @@ def prompt_loop(respond: Callable[[str], None], hint: str) -> None:
     """Read lines on a terminal and hand each to `respond`, which prints its answer. An answer that fails prints
     one line and the prompt goes on (with --debug or SEQ2SEQ_DEBUG=1 it ends with the traceback)."""
     import readline  # importing it gives input() line editing and history
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started from a shell's background job, or under nohup:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the prompt promises Ctrl-C, so take it back
 
     from seq2seq.cli import debug_requested, one_line
 

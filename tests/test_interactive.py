@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pexpect
@@ -10,11 +11,18 @@ import pexpect
 from .conftest import ROOT
 
 
+def ignore_sigint():
+    """Start the prompt as a shell's background job would (CI's runner does): with SIGINT ignored. Ctrl-C must still
+    interrupt, as the prompt promises."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_interactive_prompt_answers_every_input_and_survives(toy_run, tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
     child = pexpect.spawn(sys.executable, ["-m", "seq2seq.translate", str(toy_run), "--attention",
                                            "--plot-attention", str(tmp_path / "att.png")],
-                          cwd=str(ROOT), env=env, timeout=120, encoding="utf-8", codec_errors="replace")  # fmt: skip
+                          cwd=str(ROOT), env=env, timeout=120, encoding="utf-8", codec_errors="replace",
+                          preexec_fn=ignore_sigint)  # fmt: skip
     prompt = "\r\n> |^> "
     child.expect("Ctrl-D quits")
     child.expect("> ")
