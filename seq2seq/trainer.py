@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.autograd.graph import increment_version
 from tqdm import tqdm
 
 from seq2seq import checkpoint, runlog
@@ -114,6 +115,7 @@ class Trainer:
         self.run_dir, self.device, self.extra, self.is_main = Path(run_dir), device, extra, is_main
         self.progress = Progress()
         self.validated_at = -1  # the step validate_and_save last ran at
+        self.params = [p for p in model.parameters() if p.requires_grad]  # what the optimizer steps
         self.board: runlog.TensorBoard | None = None  # opened by fit() when cfg.tensorboard, on the main rank
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.higher_is_better = cfg.valid_metric != "loss"
@@ -214,6 +216,10 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.scaler.step(self.optimizer)
+        # The fused optimizer writes the weights without bumping their version counters; caches of derived weights
+        # (joined LSTM matrices, the output shortlist) are keyed by those counters, so bump them, or validation would
+        # decode with the weights of the previous validation
+        increment_version(self.params)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return reported, count

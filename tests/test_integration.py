@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from seq2seq import checkpoint
+from seq2seq import checkpoint, runlog
 from seq2seq.build import build_training, load_for_inference, target_vocabulary
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
@@ -157,6 +157,10 @@ def test_resume_equals_uninterrupted(toy_data, tmp_path):
     b = checkpoint.load(tmp_path / "b" / "last.pt")["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    # and the same validations: decoding caches follow the weights the optimizer changed in place
+    valid = [[{k: v for k, v in r.items() if k != "elapsed"} for r in runlog.read(tmp_path / run / "metrics.jsonl")
+              if r["kind"] == "valid"] for run in "ab"]  # fmt: skip
+    assert valid[0] == valid[1] and [r["step"] for r in valid[0]] == [30, 60]
 
 
 def run_cli(*args: str, stdin: bytes = b"", env=None) -> subprocess.CompletedProcess:
