@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from seq2seq.config import load_recipe
 
@@ -105,3 +106,12 @@ def real_data() -> Path:
     if not root or not all((Path(root) / name).is_dir() for name in REAL_CORPORA):
         pytest.skip(NO_REAL_DATA)
     return Path(root)
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """A test that trains in-process with runtime.threads (or train.threads) sets torch's threads for the rest of
+    the test session: put them back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

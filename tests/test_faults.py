@@ -49,13 +49,6 @@ def tiny_data(tiny_root, tmp_path, monkeypatch) -> Path:
     return tiny_root
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # train.threads=1 in-process sets it for the whole test session
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_in_process(run_dir: Path, *overrides: str, resume: bool = False):
     trainer = build_training(toy_recipe(*TINY[len(TOY_OVERRIDES):], *overrides), run_dir, resume=resume)
     return trainer.fit()

@@ -56,13 +56,6 @@ def mixed_data(mixed_root, tmp_path, monkeypatch) -> Path:
     return mixed_root
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # train.threads=1 in-process sets it for the whole test session
-    yield
-    torch.set_num_threads(threads)
-
-
 def fit(run: Path, *overrides: str, resume: bool = False):
     return build_training(toy_recipe(*MIXED, *overrides), run, resume=resume).fit()
 
