@@ -60,6 +60,7 @@ from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
 from seq2seq.trainer import autocast
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+from seq2seq.models.step import Shortlist
 MEDIUM = RECIPES / "en-fr-medium.yaml"
 LM_RECIPES = ["lm-ptb.yaml", "lm-ptb-medium.yaml"]
 VARIANTS = {
@@ -161,8 +162,9 @@ def int8_peak(repeats: int = 10) -> float:
 
 class DecodeWork:
     """The matrix arithmetic a translator's searches execute, counted from the model's shapes as they run: the
-    Seq2Seq's `encode` and `decode_step` are wrapped, and each call adds its FLOPs (multiply-adds x 2; the gates,
-    softmax, Bahdanau's tanh and the search's bookkeeping count nothing) by kind:
+    Seq2Seq's `encode`, `decode_output` and `decode_step` (and the greedy search's `Shortlist`) are wrapped, and each
+    call adds its FLOPs (multiply-adds x 2; the gates, softmax, Bahdanau's tanh and the search's bookkeeping count
+    nothing) by kind:
         encoder    the encoder's LSTM layers over the padded batch (oneDNN: never int8) and the bridge
         products   the decoder's matrix products: LSTM steps, key and query projections, the combination and the
                    output layer (over the shortlist where greedy search takes one); int8 with --int8
@@ -185,22 +187,34 @@ class DecodeWork:
         keys = 2 * K * (A or Hd)  # per source token, once per sentence
         step = decoder_lstm_flops(m) + 2 * Hd * A + 2 * (Hd + K) * Ho  # per row: LSTM layers, query projection, combination
         per_position = 2 * (A or Hd) + 2 * K  # per row and source position: the score, the context
-        encode, decode_step = model.encode, model.decode_step
+        encode, decode_output, decode_step = model.encode, model.decode_output, model.decode_step
 
         def counted_encode(src, src_lengths):
             self.flops["encoder"] += src.numel() * encoder + src.shape[0] * bridge
             self.flops["products"] += src.numel() * keys
             return encode(src, src_lengths)
 
-        def counted_step(tokens, state, normalize=True, shortlist=False):
+        def counted_output(tokens, state):  # every step, up to the output layer
             rows, positions = tokens.shape[0], state.memory.shape[1]
-            cut = shortlist and not normalize and model.output_ids is not None
-            outputs = model.output_ids.numel() if cut else model.generator.out_features
-            self.flops["products"] += rows * (step + 2 * Ho * outputs)
+            self.flops["products"] += rows * step
             self.flops["attention"] += rows * positions * per_position
-            return decode_step(tokens, state, normalize=normalize, shortlist=shortlist)
+            return decode_output(tokens, state)
 
-        model.encode, model.decode_step = counted_encode, counted_step
+        def counted_step(tokens, state, normalize=True):  # the output layer over every piece
+            self.flops["products"] += tokens.shape[0] * 2 * Ho * model.generator.out_features
+            return decode_step(tokens, state, normalize=normalize)
+
+        model.encode, model.decode_output, model.decode_step = counted_encode, counted_output, counted_step
+        short = getattr(translator, "greedy_model", None)
+        if isinstance(short, Shortlist):
+            short_step = short.decode_step
+
+            def counted_short(tokens, state, normalize=True):  # the output layer over the shortlist
+                if not normalize:
+                    self.flops["products"] += tokens.shape[0] * 2 * Ho * short.ids.numel()
+                return short_step(tokens, state, normalize=normalize)
+
+            short.decode_step = counted_short
         self.precision = translator.precision
 
     def reset(self) -> None:
@@ -473,7 +487,7 @@ def bench_decode(args) -> None:
         # at a time (--inter-threads 2)
         variants = [(reference, 64, 1)] + [(translator, batch_size, 1) for batch_size in dict.fromkeys(
             [64, args.batch_size or default_batch_size(beam, translator.device)])]  # fmt: skip
-        if beam == 1 and translator.model.output_ids is not None:  # only greedy search uses the shortlist, which
+        if beam == 1 and translator.shortlist is not None:  # only greedy search uses the shortlist, which
             variants.append((full, variants[-1][1], 1))  # models with a target vocabulary have no use for
         if threads > 1 and translator.device.type == "cpu":
             variants.append((translator, variants[-1][1], 2))
@@ -492,7 +506,7 @@ def bench_decode(args) -> None:
             pieces = sum(len(p) for p in model.tgt_tok.encode(outputs))
             print(json.dumps({"bench": "decode", "search": "greedy" if beam == 1 else f"beam {beam}",
                               "weights": "fp32 (reference)" if model is reference else model.precision,
-                              **int8_kernel(model), "shortlist": getattr(model.model, "output_ids", None) is not None,
+                              **int8_kernel(model), "shortlist": model.shortlist is not None,
                               "output_rows": model.model.generator.out_features,
                               "batch_size": batch_size, "inter_threads": inter_threads, "sentences": len(sources),
                               "sentences_per_s": len(sources) / seconds[0], "target_pieces_per_s": pieces / seconds[0],

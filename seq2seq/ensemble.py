@@ -1,6 +1,6 @@
 """Several models decoding as one: their log-probabilities are averaged at every step.
 
-An Ensemble speaks the same step contract as each of its members (encode / decode_step / state.select), so greedy,
+An Ensemble speaks the same step contract as each of its members (seq2seq/models/step.py), so greedy,
 sampling and beam search use it unchanged. The members must share the target vocabulary.
 """
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from seq2seq.models.step import Step
 
 
 @dataclass
@@ -44,13 +46,11 @@ class Ensemble:
     def encode(self, src: Tensor, src_lengths: Tensor) -> EnsembleState:
         return EnsembleState([m.encode(src, src_lengths) for m in self.models])
 
-    def decode_step(
-        self, tokens: Tensor, state: EnsembleState, normalize: bool = True
-    ) -> tuple[Tensor, EnsembleState, Tensor | None]:
+    def decode_step(self, tokens: Tensor, state: EnsembleState, normalize: bool = True) -> Step:
         """Mean of the members' log-probabilities, renormalized: log softmax(mean_i log p_i). Always normalized:
         the members' logits cannot be averaged."""
-        outs = [m.decode_step(tokens, s) for m, s in zip(self.models, state.states)]
-        log_probs = torch.log_softmax(torch.stack([o[0] for o in outs]).mean(0), dim=-1)
-        attentions = [o[2] for o in outs if o[2] is not None]
+        steps = [m.decode_step(tokens, s) for m, s in zip(self.models, state.states)]
+        log_probs = torch.log_softmax(torch.stack([s.scores for s in steps]).mean(0), dim=-1)
+        attentions = [s.attention for s in steps if s.attention is not None]
         attention = torch.stack(attentions).mean(0) if attentions else None
-        return log_probs, EnsembleState([o[1] for o in outs]), attention
+        return Step(log_probs, EnsembleState([s.state for s in steps]), attention)

@@ -1,16 +1,15 @@
 """Decoding by feeding each predicted token back in: greedy, sampling and beam search.
 
-Search knows models only through the step contract (STYLE.md principle 6), so translation models, ensembles and
-language models all decode here:
+Search knows models only through the step contract of seq2seq/models/step.py (STYLE.md principle 6), so
+translation models, ensembles, language models and a `Shortlist` of a decoder all decode here:
     state = model.encode(src, src_lengths)
-    log_probs, state, attention = model.decode_step(tokens, state)     # log_probs (B, V), attention (B, S)
-    logits, state, attention = model.decode_step(tokens, state, normalize=False)   # the log-probabilities up to
-                        # a constant per row (logits): for greedy search without scores and beam search's top-k
-    logits, state, attention = model.decode_step(tokens, state, normalize=False, shortlist=True)  # only asked of a
-                        # model with a shortlist `model.output_ids` (V',): the logits of those pieces (B, V'), for
-                        # greedy search without scores
-    state = state.select(index)
-    state = state.beams(k)       # k copies of each row, side by side: beam search's starting state
+    step = model.decode_step(tokens, state)                    # step.scores: log-probabilities (B, V)
+    step = model.decode_step(tokens, state, normalize=False)   # step.scores: logits (B, V), or (B, V') over a
+                                                               # shortlist with step.ids (V',) naming their pieces
+    state = step.state.select(index)
+    state = step.state.beams(k)       # k copies of each row, side by side: beam search's starting state
+Greedy search without scores asks for logits (an argmax needs no normalizer) and maps columns through step.ids;
+every other search asks for log-probabilities, or for logits over every piece (beam search's top-k).
 """
 
 from __future__ import annotations
@@ -157,19 +156,15 @@ def sample(
     final = torch.zeros(B, device=src.device)
     t, live = 0, B
     while live > 0:
-        logits_only = not scores and temperature <= 0 and t >= min_length and not ban_unk
-        shortlisted = logits_only and getattr(model, "output_ids", None) is not None  # an argmax: the shortlist will do
-        if shortlisted:
-            log_probs, state, weights = model.decode_step(tokens, state, normalize=False, shortlist=True)
-        else:
-            log_probs, state, weights = model.decode_step(tokens, state, normalize=not logits_only)
+        logits_only = not scores and temperature <= 0 and t >= min_length and not ban_unk  # an argmax of logits
+        log_probs, state, weights, ids = model.decode_step(tokens, state, normalize=not logits_only)
         if attention and weights is None:
             weights = log_probs.new_zeros(log_probs.shape[0], 0)
         if not logits_only:
             log_probs = _mask(log_probs, t, min_length, ban_unk)
         tokens, token_log_prob = _pick(log_probs, temperature, top_k, top_p, generator)
-        if shortlisted:  # columns of the shortlist -> piece ids
-            tokens = model.output_ids[tokens]
+        if ids is not None:  # columns of a shortlist -> piece ids
+            tokens = ids[tokens]
         score = score + token_log_prob
         steps.append((alive, tokens, weights if attention else None))
         t += 1
@@ -201,6 +196,90 @@ def greedy(model, src: Tensor, src_lengths: Tensor, max_len_ratio: float = 1.5) 
     return [h.tokens for h in sample(model, src, src_lengths, max_len_ratio)]
 
 
+def top_tokens(scores: Tensor, width: int, normalized: bool) -> tuple[Tensor, Tensor]:
+    """The `width` best tokens of each row of a step's scores (R, V) -> their log-probabilities (R, W) in float32
+    and ids (R, W), best first. normalized=False: the scores are logits, which rank as the log-probabilities do:
+    top-k on them, then normalize only those W (one pass over the vocabulary per row for the normalizer)."""
+    row_scores, row_tokens = topk_rows(scores, min(width, scores.shape[-1]))
+    if normalized:
+        return row_scores, row_tokens
+    return row_scores.float() - log_normalizer(scores, row_tokens[:, :1]), row_tokens
+
+
+def candidates(beam_scores: Tensor, row_scores: Tensor, row_tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The 2K best continuations of each sentence from its K beams.
+
+    beam_scores (N, K): each beam's log-probability so far (-inf: no beam); row_scores, row_tokens (N*K, W): the W
+    best next tokens of each beam (row n * K + k) and their log-probabilities (`top_tokens`). The 2K best
+    continuations of a sentence are among the 2K best tokens of each of its beams, so with W = 2K the choice among
+    K x W is exact. -> scores (N, C), beam (N, C) (which of the K), token (N, C), C = min(2K, K * W), best first.
+
+    K = 2, W = 2, beam scores [-1, -2], row tokens [[5, 6], [7, 5]] with [-0.5, -1] and [-0.25, -3]:
+    candidates -1.5 (beam 0, token 5), -2 (0, 6), -2.25 (1, 7), -5 (1, 5)."""
+    N, K = beam_scores.shape
+    W = row_scores.shape[-1]
+    totals = (beam_scores.view(-1, 1) + row_scores).view(N, K * W)
+    top_scores, top_index = totals.topk(min(2 * K, K * W), dim=-1)
+    return top_scores, top_index // W, row_tokens.view(N, K * W).gather(1, top_index)
+
+
+def finish(
+    scores: Tensor, beam: Tensor, token: Tensor, at_limit: list[bool], live: Tensor, history: Tensor,
+    attention: Tensor | None, alpha: float,
+) -> list[tuple[int, Hypothesis]]:
+    """The hypotheses that `candidates` (scores, beam, token: (N, C)) finish: those ending in EOS among each
+    sentence's first K candidates (one below them would not have been kept as a beam either), and every one of
+    the first K of a sentence at its length limit (at_limit: N flags). Only sentences with `live` (N,) True,
+    only finite scores. history (N*K, t): each beam's tokens so far; attention (N*K, t, S) or None.
+    -> (sentence block n, Hypothesis) pairs in row-major order; a hypothesis holds its tokens without EOS and its
+    score divided by `length_penalty` of its length with EOS.
+
+    K = 1, one sentence, history [[7]], candidates token [EOS, 5] with scores [-1, -2], alpha 0:
+    [(0, Hypothesis([7], -1.0, -1.0))]."""
+    N, K = live.shape[0], history.shape[0] // live.shape[0]
+    ends = token == EOS
+    if any(at_limit):
+        ends |= torch.tensor(at_limit, device=token.device).unsqueeze(1)
+    ends[:, K:] = False  # only the first K candidates may finish
+    ends &= torch.isfinite(scores) & live.unsqueeze(1)
+    if not bool(ends.any()):
+        return []
+    rows = (torch.arange(N, device=token.device).unsqueeze(1) * K + beam)[ends]
+    seqs = torch.cat([history[rows], token[ends].unsqueeze(1)], 1).tolist()
+    atts = attention[rows].tolist() if attention is not None else [[] for _ in seqs]
+    found = []
+    for n, seq, att, lp in zip(ends.nonzero()[:, 0].tolist(), seqs, atts, scores[ends].tolist()):
+        out = seq[:-1] if seq[-1] == EOS else seq
+        found.append((n, Hypothesis(out, lp / length_penalty(len(out) + 1, alpha), lp, att)))
+    return found
+
+
+def continuing(scores: Tensor, beam: Tensor, token: Tensor, K: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The K best candidates (N, C) of each sentence that do not end in EOS -> their scores, beam and token (N, K),
+    best first (-inf where fewer than K are left)."""
+    kept, pick = scores.masked_fill(token == EOS, float("-inf")).topk(K, dim=-1)
+    return kept, beam.gather(1, pick), token.gather(1, pick)
+
+
+def sentence_done(
+    finished: list[Hypothesis], best_live: float, at_limit: bool, max_len: int, beam_size: int, n_best: int,
+    alpha: float,
+) -> bool:
+    """Whether a sentence's search is over: it reached its length limit, has no live beam left (best_live -inf),
+    has beam_size finished hypotheses, or (exactly: its n best cannot change) its n-th best finished score already
+    beats what its best live beam could reach: a log-probability only falls, and the length penalty divides it by
+    at most the penalty at the length limit (max_len + 1 with EOS; alpha >= 0 only, where the penalty grows).
+
+    n_best 1, alpha 1, max_len 1 (penalty (5 + 2) / 6): a finished score of -1 beats a live -1.2 (-1.2 / (7 / 6)
+    = -1.03), not a live -1.1 (-0.94)."""
+    if at_limit or best_live == -math.inf or len(finished) >= beam_size:
+        return True
+    if alpha < 0 or len(finished) < n_best:
+        return False
+    nth = sorted((h.score for h in finished), reverse=True)[n_best - 1]
+    return nth >= best_live / length_penalty(max_len + 1, alpha)
+
+
 @torch.inference_mode()
 def beam_search(
     model,
@@ -220,10 +299,10 @@ def beam_search(
     """Batched beam search over sentences and beams at once -> the n best hypotheses of each sentence.
 
     Rows are laid out sentence-major: row b * K + k is beam k of sentence b. Each step takes the 2K best
-    continuations of each sentence; those ending in EOS among the first K are finished (scored with the GNMT
-    length penalty), the K best others go on. A sentence is done once it has K finished hypotheses, at its
-    maximum length, or as soon as no live beam can beat its n best finished ones; done sentences leave the batch
-    (their blocks kept as padding until the live ones fit a smaller `row_bucket`).
+    continuations of each sentence (`top_tokens`, `candidates`); those ending in EOS among the first K are finished
+    (`finish`, scored with the GNMT `length_penalty`), the K best others go on (`continuing`). A sentence is done
+    by `sentence_done`; done sentences leave the batch (their blocks kept as padding until the live ones fit a
+    smaller `row_bucket`). The model scores every piece: a step over a shortlist is an error.
     start_tokens, max_len and attention are as in `sample`.
     """
     K = beam_size
@@ -240,24 +319,17 @@ def beam_search(
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)
     attn_history: Tensor | None = None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    first_k = torch.arange(2 * K, device=device) < K  # candidate ranks that may finish
-    live_blocks = (sentence >= 0).unsqueeze(1)  # (active, 1), changed only when sentences are done
     t = 0
     while live > 0:
-        # The 2K best continuations of a sentence are among the 2K best tokens of each of its beams: take those
-        # first (one pass over the vocabulary per row), then choose among K x 2K instead of K x V.
-        masked = t < min_length or ban_unk or no_repeat_ngram > 0
-        scores_t, state, weights = model.decode_step(tokens, state, normalize=masked)
-        width = min(2 * K, scores_t.shape[-1])
+        masked = t < min_length or ban_unk or no_repeat_ngram > 0  # forbidden tokens need log-probabilities
+        step_scores, state, weights, ids = model.decode_step(tokens, state, normalize=masked)
+        if ids is not None:
+            raise ValueError("beam search scores every piece: give it the model, not a Shortlist of it")
         if masked:  # forbidden tokens leave the log-probabilities of the others as they are
-            scores_t = _mask(scores_t, t, min_length, ban_unk)
+            step_scores = _mask(step_scores, t, min_length, ban_unk)
             if no_repeat_ngram:
-                scores_t = block_ngrams(scores_t, history, no_repeat_ngram)
-            row_scores, row_tokens = topk_rows(scores_t, width)  # (active*K, W)
-        else:  # logits and log-probabilities rank alike: top-k on the logits, then normalize only those W
-            row_scores, row_tokens = topk_rows(scores_t, width)
-            row_scores = row_scores.float() - log_normalizer(scores_t, row_tokens[:, :1])
-        active = sentence.numel()
+                step_scores = block_ngrams(step_scores, history, no_repeat_ngram)
+        row_scores, row_tokens = top_tokens(step_scores, 2 * K, normalized=masked)  # (active*K, W)
         if t == 0:  # the first step ran once per sentence: now each sentence gets its K beams (only the first live)
             row_scores, row_tokens, state = row_scores.repeat_interleave(K, 0), row_tokens.repeat_interleave(K, 0), (
                 state.beams(K))  # fmt: skip
@@ -268,56 +340,29 @@ def beam_search(
                 weights = weights.repeat_interleave(K, 0)
             attn_history = weights.float().unsqueeze(1) if attn_history is None else torch.cat(
                 [attn_history, weights.float().unsqueeze(1)], 1)  # fmt: skip
-        W = row_scores.shape[-1]
-        candidates = (scores.view(-1, 1) + row_scores).view(active, K * W)
-        top_scores, top_index = candidates.topk(min(2 * K, K * W), dim=-1)  # (active, 2K)
-        beam, token = top_index // W, row_tokens.view(active, K * W).gather(1, top_index)
+        top_scores, beam, token = candidates(scores, row_scores, row_tokens)  # (active, 2K)
         t += 1
         sentences = sentence.tolist()
         at_limit = [s >= 0 and limits[s] <= t for s in sentences]
-        # 1. finish: EOS among the first K candidates; every candidate of a sentence at its length limit
-        ends = token == EOS
-        if any(at_limit):
-            ends |= torch.tensor(at_limit, device=device).unsqueeze(1)
-        ends &= first_k[: top_scores.shape[1]] & torch.isfinite(top_scores) & live_blocks
-        block = torch.arange(active, device=device).unsqueeze(1) * K  # first row of each sentence's block
-        if bool(ends.any()):
-            rows = (block + beam)[ends]
-            seqs = torch.cat([history[rows], token[ends].unsqueeze(1)], 1).tolist()
-            atts = attn_history[rows].tolist() if attention else [[] for _ in seqs]
-            for b, seq, att, lp in zip(ends.nonzero()[:, 0].tolist(), seqs, atts, top_scores[ends].tolist()):
-                out = seq[:-1] if seq[-1] == EOS else seq
-                owner = finished[int(sentence[b])]
-                if len(owner) < K:
-                    owner.append(Hypothesis(out, lp / length_penalty(len(out) + 1, alpha), lp, att))
-        # 2. continue: the K best candidates that did not end
-        go_on = top_scores.masked_fill(token == EOS, float("-inf"))
-        scores, pick = go_on.topk(K, dim=-1)  # (active, K)
-        beam, token = beam.gather(1, pick), token.gather(1, pick)
-        rows = (block + beam).view(-1)
+        for n, hyp in finish(top_scores, beam, token, at_limit, sentence >= 0, history, attn_history, alpha):
+            if len(finished[sentences[n]]) < K:
+                finished[sentences[n]].append(hyp)
+        scores, beam, token = continuing(top_scores, beam, token, K)  # (active, K)
+        rows = (torch.arange(len(sentences), device=device).unsqueeze(1) * K + beam).view(-1)
         history = torch.cat([history[rows], token.view(-1, 1)], 1)
         attn_history = attn_history[rows] if attention else None
         tokens = token.view(-1)
         state = state.select(rows)
-        # 3. drop sentences that are done: K finished hypotheses, or (exactly: the n best cannot change) the n-th best
-        # finished score already beats what any live beam could reach: its log-probability only falls, and the
-        # length penalty divides it by at most the penalty at the sentence's length limit
-        # (a done sentence's block stays as padding until the live ones fit in a smaller bucket: `row_bucket`), and
-        # so is a sentence at its length limit or with no live beam left (topk sorts: column 0 is the best)
-        best_live = scores[:, 0].tolist()
-        stop = [s >= 0 and (limit or best == -math.inf or len(finished[s]) >= K or (
-            alpha >= 0 and len(finished[s]) >= n_best and sorted((h.score for h in finished[s]), reverse=True)[
-                n_best - 1] >= best / length_penalty(limits[s] + 1, alpha)))
-            for s, best, limit in zip(sentences, best_live, at_limit)]  # fmt: skip
+        best_live = scores[:, 0].tolist()  # topk sorts: column 0 is the best
+        stop = [s >= 0 and sentence_done(finished[s], best, limit, limits[s], K, n_best, alpha)
+                for s, best, limit in zip(sentences, best_live, at_limit)]  # fmt: skip
         if any(stop):
             sentence = sentence.masked_fill(torch.tensor(stop, device=device), -1)
             live -= sum(stop)
-            keep = bucket_rows(sentence < 0, live)
+            keep = bucket_rows(sentence < 0, live)  # a done sentence's block stays as padding until then
             if keep is not None:
                 rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
                 sentence, scores, tokens = sentence[keep], scores[keep], tokens[rows]
                 history, state = history[rows], state.select(rows)
                 attn_history = attn_history[rows] if attention else None
-            live_blocks = (sentence >= 0).unsqueeze(1)
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
-

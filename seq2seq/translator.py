@@ -20,6 +20,7 @@ import torch
 from seq2seq import search
 from seq2seq.data.batching import pad
 from seq2seq.decoding import DecodeConfig, DecodeError
+from seq2seq.models.step import Shortlist
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import autocast
 
@@ -71,8 +72,13 @@ class Translator:
         warn: Callable[[str], None] | None = None,
         recipe=None,
         inter_threads: int | None = None,
+        shortlist: torch.Tensor | None = None,
     ) -> None:
+        """model: a step model (seq2seq/models/step.py) with `to_pieces`. shortlist (V'): the pieces greedy search
+        without scores takes its argmax over (`Shortlist`); beam search and scores always cover every piece."""
         self.model, self.src_tok, self.tgt_tok, self.device = model.eval(), src_tokenizer, tgt_tokenizer, device
+        self.shortlist = shortlist
+        self.greedy_model = model if shortlist is None else Shortlist(model, shortlist)  # keeps the cut output layer
         self.precision, self.max_len_ratio, self.max_src_len = precision, max_len_ratio, max_src_len
         self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
         self.recipe = recipe  # the Recipe the (first) model was trained with, when loaded from a run
@@ -152,7 +158,7 @@ class Translator:
         if config.precision not in (None, self.precision):
             raise DecodeError(f"{{precision}} {config.precision}: this translator decodes in {self.precision}, "
                               "chosen when it was loaded (Translator.from_run(..., decode=config))")  # fmt: skip
-        if config.full_vocabulary and getattr(self.model, "output_ids", None) is not None:
+        if config.full_vocabulary and self.shortlist is not None:
             raise DecodeError("{full_vocabulary}: this translator was loaded with the training shortlist; load it "
                               "with Translator.from_run(..., decode=config) for the full vocabulary")  # fmt: skip
 
@@ -184,7 +190,7 @@ class Translator:
         options.setdefault("max_len_ratio", self.max_len_ratio)
         with autocast(self.device, "bf16" if self.precision == "int8" else self.precision):  # int8: models/int8.py
             if beam <= 1:
-                return [[h] for h in search.sample(self.model, src, lengths, **options)]
+                return [[h] for h in search.sample(self.greedy_model, src, lengths, **options)]
             return search.beam_search(self.model, src, lengths, beam, n_best, **options)
 
     def _translation(self, src_ids: Sequence[int], hyp: search.Hypothesis) -> Translation:

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from seq2seq import search
 from seq2seq.config import load_recipe
+from seq2seq.models.step import Shortlist
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,14 +42,14 @@ def test_decode_flops_are_what_torch_counts_plus_the_encoder_lstm_it_cannot_see(
     recipe = load_recipe(ROOT / "recipes" / "en-fr.yaml", sizes + overrides)
     torch.manual_seed(0)
     model = bench.build_model(recipe, 50, 60).eval()
-    model.output_ids = torch.arange(4, 37)  # a shortlist, which greedy search takes its argmax over
-    work = bench.DecodeWork(SimpleNamespace(model=model, recipe=recipe, precision="fp32"))
+    short = Shortlist(model, torch.arange(4, 37))  # a shortlist, which greedy search takes its argmax over
+    work = bench.DecodeWork(SimpleNamespace(model=model, greedy_model=short, recipe=recipe, precision="fp32"))
     src = torch.randint(4, 50, (7, 9))
     lengths = torch.tensor([9, 9, 8, 6, 5, 5, 2])
     src[torch.arange(9) >= lengths.unsqueeze(1)] = 0
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mv: mv_flops}) as counter:
         if beam == 1:  # as Translator.translate searches: no scores, so the argmax over the shortlist
-            search.sample(model, src, lengths, scores=False, attention=False)
+            search.sample(short, src, lengths, scores=False, attention=False)
         else:
             search.beam_search(model, src, lengths, beam)
     lstm = bench.encoder_lstm_flops(recipe.model)

@@ -14,7 +14,7 @@ from safetensors.torch import load, save
 from seq2seq import checkpoint
 from seq2seq.config import recipe_from_dict
 from seq2seq.export import export, load_exported, main, split_tied
-from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.seq2seq import Seq2Seq, Seq2SeqShape
 from seq2seq.translator import Translator
 
 LINES = ["sa sb sc sd .", "st sk .", "", "sq sr ss sa sb sc sd se sf ."]
@@ -53,7 +53,7 @@ def test_the_exported_model_translates_as_the_run_does(folder, toy_run, val_line
     ours = Translator.from_pretrained(folder, device="cpu")
     theirs = Translator.from_run(toy_run, device="cpu")
     assert ours.translate(val_lines, beam=5) == theirs.translate(val_lines, beam=5)
-    assert ours.model.output_ids is not None  # the training shortlist came along
+    assert ours.shortlist is not None  # the training shortlist came along
 
 
 def test_the_translate_command_reads_an_exported_folder(folder, toy_run, tmp_path):
@@ -67,13 +67,14 @@ def test_the_translate_command_reads_an_exported_folder(folder, toy_run, tmp_pat
 
 
 def test_tied_weights_are_stored_once_and_tied_again():
-    model = Seq2Seq(40, 40, 16, 8, 1, decoder_hidden=16, decoder_layers=1, tie_embeddings=True, dropout=0.0)
+    shape = Seq2SeqShape(40, 40, 16, 8, 1, decoder_hidden=16, decoder_layers=1, tie_embeddings=True)
+    model = Seq2Seq(shape, dropout=0.0)
     tensors, aliases = split_tied(model.state_dict())
     assert aliases == {"generator.weight": "tgt_embed.weight"}
     state = load(save(tensors))
     for name, target in aliases.items():
         state[name] = state[target]
-    fresh = Seq2Seq(40, 40, 16, 8, 1, decoder_hidden=16, decoder_layers=1, tie_embeddings=True, dropout=0.0)
+    fresh = Seq2Seq(shape, dropout=0.0)
     fresh.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
 
@@ -157,7 +158,8 @@ def test_onnx_graphs_compute_encode_and_decode_step(options, tmp_path):
     from seq2seq.models.onnx_graphs import export_onnx
 
     torch.manual_seed(0)
-    model = Seq2Seq(50, 60, 16, 12, decoder_hidden=20, dropout=0.0, **options).eval()
+    shape = Seq2SeqShape(50, 60, 16, 12, decoder_hidden=20, **{k: v for k, v in options.items() if k != "target_ids"})
+    model = Seq2Seq(shape, dropout=0.0, target_ids=options.get("target_ids")).eval()
     graphs = export_onnx(model, tmp_path)
     encoder = ort.InferenceSession(str(tmp_path / graphs["encoder"]), providers=["CPUExecutionProvider"])
     step = ort.InferenceSession(str(tmp_path / graphs["decoder_step"]), providers=["CPUExecutionProvider"])
@@ -170,7 +172,7 @@ def test_onnx_graphs_compute_encode_and_decode_step(options, tmp_path):
         assert torch.allclose(torch.from_numpy(outputs["memory"]), state.memory, atol=1e-5)
         tokens = torch.tensor([2, 2, 2])
         for _ in range(3):
-            log_probs, state, weights = model.decode_step(tokens, state)
+            log_probs, state, weights, _ = model.decode_step(tokens, state)
             feeds = {"tokens": tokens.numpy(), **outputs}
             result = dict(zip(graphs["step_outputs"], step.run(None, {n: feeds[n] for n in graphs["step_inputs"]})))
             assert torch.allclose(torch.from_numpy(result["log_probs"]), log_probs, atol=1e-4)

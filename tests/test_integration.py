@@ -75,7 +75,7 @@ def test_a_target_vocabulary_is_the_target_side_of_training(toy_run, toy_run_see
     ids = payload["model"]["target_ids"].tolist()
     assert ids == target_vocabulary(payload["target_pieces"]) and ids[:4] == [PAD, UNK, BOS, EOS]
     t = Translator.from_run(toy_run_seen, device="cpu")
-    assert t.model.output_ids is None and t.model.generator.out_features == len(ids) < len(t.tgt_tok)
+    assert t.shortlist is None and t.model.generator.out_features == len(ids) < len(t.tgt_tok)
     test = load_parallel("multi30k", "test_2016_flickr", "en", "fr")
     allowed = {t.tgt_tok.sp.id_to_piece(i) for i in ids}
     for beam in (1, 4):
@@ -100,7 +100,7 @@ def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to
     pieces = payload["target_pieces"]
     assert pieces == sorted(set(pieces)) and EOS in pieces
     short, full = Translator.from_run(toy_run, device="cpu"), Translator.from_run(toy_run, device="cpu", shortlist=False)
-    assert short.model.output_ids.tolist() == pieces and full.model.output_ids is None
+    assert short.shortlist.tolist() == pieces and full.shortlist is None
     sources = load_parallel("multi30k", "test_2016_flickr", "en", "fr")["src"][:40]
     got = short.translate(sources)  # greedy: the argmax over the shortlist
     allowed = {short.tgt_tok.sp.id_to_piece(i) for i in pieces}
@@ -114,7 +114,7 @@ def test_the_shortlist_is_the_target_side_of_training_and_greedy_search_keeps_to
     del payload["target_pieces"]
     (tmp_path / "cache").symlink_to(toy_run / "cache")
     torch.save(payload, tmp_path / "best.pt")
-    assert Translator.from_run(tmp_path, device="cpu").model.output_ids.tolist() == pieces
+    assert Translator.from_run(tmp_path, device="cpu").shortlist.tolist() == pieces
 
 
 def test_ensemble_of_one_model_twice_equals_the_model(toy_run, tmp_path):

@@ -144,8 +144,8 @@ def test_stream_nll_equals_feeding_one_token_at_a_time(cell):
     state, total, previous = model.encode(torch.zeros(1, 0, dtype=torch.long)), 0.0, EOS
     with torch.inference_mode():
         for t in ids.tolist():
-            logits, _, _ = model.decode_step(torch.tensor([previous]), state, normalize=False)
-            log_probs, state, _ = model.decode_step(torch.tensor([previous]), state)
+            logits = model.decode_step(torch.tensor([previous]), state, normalize=False).scores
+            log_probs, state, _, _ = model.decode_step(torch.tensor([previous]), state)
             torch.testing.assert_close(torch.log_softmax(logits.float(), -1), log_probs)  # what greedy search skips
             total, previous = total - float(log_probs[0, t]), t
     assert model.stream_nll(ids, chunk=7)[0] == pytest.approx(total, rel=1e-5)

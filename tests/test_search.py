@@ -13,6 +13,7 @@ import torch
 from seq2seq import search
 from seq2seq.data.batching import pad
 from seq2seq.kernels.topk import GROUPED_ROWS
+from seq2seq.models.step import Shortlist, Step
 from seq2seq.tokenizer import BOS, EOS, PAD, UNK
 
 from .test_seq2seq import VARIANTS, V, model, sentences
@@ -51,7 +52,7 @@ class TableModel:
         # log-probabilities are also valid unnormalized scores (normalize=False: a constant of 0 per row)
         prefix = torch.cat([state.prefix, tokens.unsqueeze(1)], 1)
         rows = [self.log_probs_after(tuple(p)) for p in prefix.tolist()]
-        return torch.stack(rows), TableState(prefix), None
+        return Step(torch.stack(rows), TableState(prefix), None)
 
 
 def brute_force_best(m: TableModel, max_len: int, alpha: float) -> tuple[list[int], float]:
@@ -137,8 +138,8 @@ def test_greedy_without_scores_asks_for_logits_and_picks_the_same_tokens():
     assert [h.tokens for h in unscored] == [h.tokens for h in scored]
     assert all(math.isnan(h.score) and math.isnan(h.log_prob) for h in unscored)
     assert all(h.score < 0 for h in scored)
-    logits, _, _ = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]), normalize=False)
-    log_probs, _, _ = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]))
+    logits = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1]), normalize=False).scores
+    log_probs = m.decode_step(torch.tensor([BOS]), m.encode(pad(src[:1]), lengths[:1])).scores
     torch.testing.assert_close(torch.log_softmax(logits.float(), -1), log_probs)
 
 
@@ -172,22 +173,22 @@ def test_greedy_search_takes_its_argmax_over_the_shortlist_and_beam_search_over_
     src = sentences(6, seed=6)
     lengths = torch.tensor([len(s) for s in src])
 
-    def decode():
-        return (search.sample(m, pad(src), lengths, scores=False),
-                search.beam_search(m, pad(src), lengths, beam_size=3, n_best=2))  # fmt: skip
+    def greedy(decoder):
+        return search.sample(decoder, pad(src), lengths, scores=False)
 
-    greedy, beams = decode()
-    m.output_ids = torch.arange(V).flip(0)  # every piece, in another order: the same search
-    greedy_all, _ = decode()
-    assert [h.tokens for h in greedy_all] == [h.tokens for h in greedy]
-    m.output_ids = torch.tensor([EOS, *range(4, V, 2)])
-    allowed = set(m.output_ids.tolist())
-    greedy_some, beams_some = decode()
-    assert all(set(h.tokens) <= allowed for h in greedy_some)
-    assert any(set(h.tokens) - allowed for h in greedy)  # without the shortlist, other pieces did come out
-    # beam search scores need the normalizer over every piece: it does not use the shortlist
-    assert [[h.tokens for h in b] for b in beams_some] == [[h.tokens for h in b] for b in beams]
-    assert [h.score for b in beams_some for h in b] == [h.score for b in beams for h in b]
+    plain = greedy(m)
+    every = Shortlist(m, torch.arange(V).flip(0))  # every piece, in another order: the same search
+    assert [h.tokens for h in greedy(every)] == [h.tokens for h in plain]
+    short = Shortlist(m, torch.tensor([EOS, *range(4, V, 2)]))
+    allowed = set(short.ids.tolist())
+    assert all(set(h.tokens) <= allowed for h in greedy(short))
+    assert any(set(h.tokens) - allowed for h in plain)  # without the shortlist, other pieces did come out
+    # with scores, greedy search asks for log-probabilities, which a Shortlist gives over every piece
+    scored = search.sample(short, pad(src), lengths)
+    assert [(h.tokens, h.score) for h in scored] == [(h.tokens, h.score) for h in search.sample(m, pad(src), lengths)]
+    # beam search scores need the normalizer over every piece: a shortlist's logits are an error
+    with pytest.raises(ValueError, match="every piece"):
+        search.beam_search(short, pad(src), lengths, beam_size=3, n_best=2)
 
 
 def test_log_normalizer_is_logsumexp():
@@ -317,3 +318,64 @@ def test_topk_rows_gives_torch_topk_values_and_matching_indices(V, k, dtype):
         torch.testing.assert_close(values, rows.topk(k, dim=-1).values)
         torch.testing.assert_close(rows.gather(1, index), values)  # the indices point at those values ...
         assert all(len(set(row)) == k for row in index.tolist())  # ... each once
+
+
+# --- beam search's pieces, on hand-computed examples
+
+
+def test_top_tokens_normalizes_only_the_chosen_logits():
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    for scores, normalized in ((probs.log() + 7.0, False), (probs.log(), True)):  # logits: any constant per row
+        values, tokens = search.top_tokens(scores, 2, normalized)
+        assert tokens.tolist() == [[3, 2]]
+        torch.testing.assert_close(values, torch.tensor([[0.4, 0.3]]).log())
+    assert search.top_tokens(probs.log(), 10, True)[1].shape == (1, 4)  # no wider than the vocabulary
+
+
+def test_candidates_are_the_2k_best_continuations_of_each_sentence():
+    beam_scores = torch.tensor([[-1.0, -2.0], [0.0, float("-inf")]])  # sentence 1: only its first beam is live
+    row_scores = torch.tensor([[-0.5, -1.0], [-0.25, -3.0], [-0.5, -1.0], [-0.25, -3.0]])
+    row_tokens = torch.tensor([[5, 6], [7, 5], [5, 6], [7, 5]])
+    scores, beam, token = search.candidates(beam_scores, row_scores, row_tokens)
+    assert scores.tolist() == [[-1.5, -2.0, -2.25, -5.0], [-0.5, -1.0, float("-inf"), float("-inf")]]
+    assert beam[0].tolist() == [0, 0, 1, 1] and token[0].tolist() == [5, 6, 7, 5]
+    assert beam[1, :2].tolist() == [0, 0] and token[1, :2].tolist() == [5, 6]
+
+
+def test_finish_takes_eos_among_the_first_k_and_everything_at_the_length_limit():
+    # K = 2, three sentences; history: the one token of each beam so far (rows 2n, 2n + 1 are sentence n's beams)
+    history = torch.tensor([[5], [6], [7], [8], [9], [10]])
+    token = torch.tensor([[EOS, 11, EOS, 12], [13, EOS, 14, 15], [EOS, 16, 17, 18]])
+    beam = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 1], [0, 1, 0, 1]])
+    scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-0.5, -1.0, -6.0, -7.0], [-1.0, -2.0, -3.0, -4.0]])
+    at_limit, live = [False, True, False], torch.tensor([True, True, False])  # sentence 2 is done already
+    attention = torch.arange(6.0).view(6, 1, 1)  # (rows, steps, source): each row's weight is its number
+    found = search.finish(scores, beam, token, at_limit, live, history, attention, alpha=1.0)
+    # sentence 0: the EOS of beam 1 (rank 0) finishes, the one at rank 2 does not; sentence 1 is at its limit:
+    # both of its first K finish, with or without EOS
+    assert [(n, h.tokens, h.log_prob, h.attention) for n, h in found] == [
+        (0, [6], -1.0, [[1.0]]), (1, [7, 13], -0.5, [[2.0]]), (1, [8], -1.0, [[3.0]])]  # fmt: skip
+    assert [h.score for _, h in found] == pytest.approx([-1.0 / (7 / 6), -0.5 / (8 / 6), -1.0 / (7 / 6)])
+    assert search.finish(scores, beam, token, [False] * 3, live, history, None, 0.0)[0][1].attention == []
+    unfinished = token.masked_fill(token == EOS, 20)
+    assert search.finish(scores, beam, unfinished, [False] * 3, live, history, None, 0.0) == []
+
+
+def test_continuing_keeps_the_k_best_that_do_not_end():
+    scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0]])
+    beam, token = torch.tensor([[0, 1, 0, 1]]), torch.tensor([[EOS, 9, 10, EOS]])
+    kept, kept_beam, kept_token = search.continuing(scores, beam, token, 2)
+    assert kept.tolist() == [[-2.0, -3.0]] and kept_beam.tolist() == [[1, 0]] and kept_token.tolist() == [[9, 10]]
+
+
+def test_sentence_done_when_no_live_beam_can_beat_its_n_best():
+    one = [search.Hypothesis([], -1.0, -1.0)]
+    done = search.sentence_done  # (finished, best_live, at_limit, max_len, beam_size, n_best, alpha)
+    # max_len 1: a live beam's score can grow to at most its log-probability / ((5 + 2) / 6)
+    assert done(one, -1.2, False, 1, 2, 1, 1.0)  # -1.2 / (7 / 6) = -1.03 < -1
+    assert not done(one, -1.1, False, 1, 2, 1, 1.0)  # -0.94 > -1
+    assert not done(one, -1.2, False, 1, 2, 2, 1.0)  # two best wanted, one finished
+    assert not done(one, -1.2, False, 1, 2, 1, -0.5)  # a negative alpha: the penalty shrinks, no bound
+    assert done(one, -0.1, True, 1, 2, 1, 1.0)  # at the length limit
+    assert done([], float("-inf"), False, 1, 2, 1, 1.0)  # no live beam left
+    assert done(one * 2, -0.1, False, 1, 2, 2, 1.0)  # beam_size finished hypotheses

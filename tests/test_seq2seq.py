@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 
 from seq2seq import search
 from seq2seq.data.batching import collate, pad
-from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.seq2seq import Seq2Seq, Seq2SeqShape
 from seq2seq.tokenizer import BOS
 
 V = 17
+SHAPE_FIELDS = {f.name for f in fields(Seq2SeqShape)}
 
 
 def model(**kw) -> Seq2Seq:
+    """A small model in eval mode: kw are Seq2SeqShape fields and Seq2Seq's own arguments (dropout, target_ids, ...)."""
     torch.manual_seed(0)
     args = dict(embedding_size=8, encoder_hidden=6, encoder_layers=2, decoder_hidden=10, decoder_layers=2, dropout=0.0)
-    return Seq2Seq(V, V, **{**args, **kw}).eval()
+    args.update(kw)
+    shape = Seq2SeqShape(V, V, **{k: v for k, v in args.items() if k in SHAPE_FIELDS})
+    return Seq2Seq(shape, **{k: v for k, v in args.items() if k not in SHAPE_FIELDS}).eval()
 
 
 def sentences(n: int, lo: int = 2, hi: int = 7, seed: int = 1) -> list[list[int]]:
@@ -45,7 +51,7 @@ def test_teacher_forced_forward_equals_step_by_step_decoding(kw):
         logits = m(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
         state = m.encode(batch.src, batch.src_lengths)
         for t in range(batch.tgt_in.shape[1]):
-            log_probs, state, _ = m.decode_step(batch.tgt_in[:, t], state)
+            log_probs, state, _, _ = m.decode_step(batch.tgt_in[:, t], state)
             torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
 
 
@@ -72,7 +78,7 @@ def test_context_feeding_attends_from_the_bottom_layer_and_feeds_the_layers_abov
         _, _, got = m._decode(emb, state)
         torch.testing.assert_close(got, weights)
         state = m.encode(batch.src, batch.src_lengths)
-        _, state, _ = m.decode_step(batch.tgt_in[:, 0], state)
+        state = m.decode_step(batch.tgt_in[:, 0], state).state
         assert len(state.rnn) == 3  # one state per decoder layer, bottom first
     for bad in (dict(input_feeding=True), dict(input_feeding=False, decoder_layers=1)):
         with pytest.raises(ValueError, match="context_feeding needs"):
@@ -126,7 +132,7 @@ def test_tanh_as_sigmoids_trains_and_decodes_like_tanh(monkeypatch, input_feedin
         monkeypatch.setattr(activation, "_cpu_tanh", how)
         with torch.no_grad():
             state = m.encode(batch.src, batch.src_lengths)
-            _, state, _ = m.decode_step(batch.tgt_in[:, 0], state)
+            state = m.decode_step(batch.tgt_in[:, 0], state).state
             step = m.decode_step(batch.tgt_in[:, 1], state)
         results[how] = _outputs_and_gradients(m, batch), step
     (tanh, tanh_step), (sigmoid, sigmoid_step) = results["native"], results["sigmoid"]
@@ -175,25 +181,6 @@ def test_without_a_bridge_the_decoder_starts_from_zeros_and_still_learns():
     assert losses[-1] < 0.6 * losses[0]
 
 
-def test_a_shortlist_gives_the_logits_of_its_pieces_only_when_asked():
-    m = model(attention="luong", input_feeding=False)
-    batch = collate(sentences(3), sentences(3, seed=2))
-    ids = torch.tensor([3, 5, 8, 9, 16])
-    with torch.no_grad():
-        state = m.encode(batch.src, batch.src_lengths)
-        full, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
-        m.output_ids = ids
-        short, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False, shortlist=True)
-        unasked, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False)
-        log_probs, _, _ = m.decode_step(batch.tgt_in[:, 0], state, shortlist=True)
-        m.generator.weight.mul_(2)  # the rows kept for the shortlist follow an update of the weights
-        doubled, _, _ = m.decode_step(batch.tgt_in[:, 0], state, normalize=False, shortlist=True)
-    torch.testing.assert_close(short, full[:, ids])
-    torch.testing.assert_close(unasked, full)
-    torch.testing.assert_close(log_probs, torch.log_softmax(full, -1))
-    torch.testing.assert_close(doubled, 2 * short)
-
-
 def test_padding_does_not_change_the_loss():
     m = model()
     src, tgt = sentences(5), sentences(5, seed=3)
@@ -215,7 +202,7 @@ def test_greedy_respects_the_length_limit_and_strips_specials():
 def test_attention_ignores_padding():
     m = model(attention="bahdanau")
     state = m.encode(pad([[5, 6, 7], [8, 9]]), torch.tensor([3, 2]))
-    _, _, weights = m.decode_step(torch.tensor([BOS, BOS]), state)
+    weights = m.decode_step(torch.tensor([BOS, BOS]), state).attention
     assert weights[1, 2] == 0
     torch.testing.assert_close(weights.sum(-1), torch.ones(2))
 
@@ -257,7 +244,7 @@ def test_full_scheduled_sampling_feeds_the_models_own_predictions():
         m.eval()
         state, tokens = m.encode(batch.src, batch.src_lengths), batch.tgt_in[:, 0]
         for t in range(batch.tgt_in.shape[1]):
-            log_probs, state, _ = m.decode_step(tokens, state)
+            log_probs, state, _, _ = m.decode_step(tokens, state)
             torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
             tokens = log_probs.argmax(-1)
     m.set_step(0)
@@ -270,7 +257,7 @@ def test_full_scheduled_sampling_feeds_the_models_own_predictions():
 
 def test_beam_state_shares_memory_while_rows_keep_their_sentence():
     torch.manual_seed(0)
-    model = Seq2Seq(20, 20, 8, 8, 1, True, 16, 1, attention="luong", input_feeding=False).eval()
+    model = Seq2Seq(Seq2SeqShape(20, 20, 8, 8, 1, True, 16, 1, attention="luong", input_feeding=False)).eval()
     batch = collate([[5, 6, 7], [8, 9], [10]], [[5], [6], [7]])
     beams = model.encode(batch.src, batch.src_lengths).beams(2)  # rows 2b, 2b+1: two hypotheses of sentence b
     assert beams.memory.shape[0] == 3 and beams.rnn[0][0].shape[1] == 6
@@ -296,8 +283,8 @@ def test_shared_beam_memory_decodes_like_one_memory_per_row(kw):
         assert shared.group == k and per_row.group == 1
         tokens = torch.randint(4, V, (3 * k,))
         for index in (torch.tensor([2, 0, 1, 3, 3, 5, 8, 7, 6]), torch.tensor([0, 1, 2, 6, 7, 8]), torch.tensor([4, 1])):
-            a, shared, wa = m.decode_step(tokens, shared)
-            b, per_row, wb = m.decode_step(tokens, per_row)
+            a, shared, wa, _ = m.decode_step(tokens, shared)
+            b, per_row, wb, _ = m.decode_step(tokens, per_row)
             torch.testing.assert_close(a, b)
             torch.testing.assert_close(wa, wb)
             shared, per_row, tokens = shared.select(index), per_row.select(index), tokens[index]

@@ -11,7 +11,7 @@ from seq2seq import checkpoint
 from seq2seq.config import ConfigError, Recipe
 from seq2seq.models.lm import LanguageModel
 from seq2seq.models.regressor import Regressor
-from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.seq2seq import Seq2Seq, Seq2SeqShape
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,12 +37,16 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0, target_i
     m = recipe.model
     match recipe.task:
         case "translation":
-            return Seq2Seq(
-                src_vocab, tgt_vocab, m.embedding_size, m.encoder_hidden, m.encoder_layers, m.bidirectional,
-                m.decoder_hidden, m.decoder_layers, m.cell, m.attention, m.input_feeding, m.tie_embeddings,
-                m.share_embeddings, m.dropout, recipe.train.label_smoothing,
-                m.scheduled_sampling, m.sampling_max, m.sampling_steps, m.context_feeding, m.bridge, target_ids,
+            shape = Seq2SeqShape(
+                src_vocab=src_vocab, tgt_vocab=tgt_vocab, embedding_size=m.embedding_size,
+                encoder_hidden=m.encoder_hidden, encoder_layers=m.encoder_layers, bidirectional=m.bidirectional,
+                decoder_hidden=m.decoder_hidden, decoder_layers=m.decoder_layers, cell=m.cell, attention=m.attention,
+                input_feeding=m.input_feeding, tie_embeddings=m.tie_embeddings, share_embeddings=m.share_embeddings,
+                context_feeding=m.context_feeding, bridge=m.bridge,
             )  # fmt: skip
+            return Seq2Seq(shape, dropout=m.dropout, label_smoothing=recipe.train.label_smoothing,
+                           scheduled_sampling=m.scheduled_sampling, sampling_max=m.sampling_max,
+                           sampling_steps=m.sampling_steps, target_ids=target_ids)  # fmt: skip
         case "regression":
             return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)
         case "lm":

@@ -156,7 +156,7 @@ def load_for_inference(
     """A Translator for one run directory, or an ensemble for several that share the target vocabulary.
 
     shortlist: greedy search without scores (translate()) takes its argmax over the target pieces seen in training
-    only (one model; `Seq2Seq.output_ids`), from the checkpoint or, for checkpoints written before it kept them, the
+    only (one model; the Translator's `Shortlist`), from the checkpoint or, for checkpoints written before it kept them, the
     run directory's tokenized training data. Beam search always scores every piece: normalized over the shortlist,
     its scores favoured uncertain steps (label smoothing leaves 1-6% of the mass on unseen pieces, more where the
     model is unsure), 0.05-0.2 BLEU lower on Multi30k val. False: the whole vocabulary everywhere.
@@ -171,7 +171,7 @@ def load_for_inference(
     if precision == "int8" and torch_device.type != "cpu":  # the decoder's products in int8: models/int8.py
         raise ConfigError(f"int8 decoding runs on the CPU, not on {torch_device}: add --device cpu, or leave out "
                           "--int8 (float32, the default on a GPU)")
-    models, first = [], None
+    models, first, short_ids = [], None, None
     for path in paths:
         file = checkpoint.find(path, which)
         payload = checkpoint.load(file)
@@ -186,7 +186,7 @@ def load_for_inference(
         load_weights(model, payload["model"], file)
         if shortlist and len(paths) == 1 and model.target_ids is None:  # a target vocabulary needs no shortlist
             pieces = payload.get("target_pieces") or _cached_target_pieces(Path(path), recipe)
-            model.output_ids = None if pieces is None else torch.tensor(pieces, device=torch_device)
+            short_ids = None if pieces is None else torch.tensor(pieces, device=torch_device)
         models.append(model.to(torch_device))
     recipe, src_tok, tgt_tok = first
     kwargs.setdefault("max_len_ratio", recipe.train.decode_max_ratio)
@@ -196,7 +196,7 @@ def load_for_inference(
     elif precision in LOW_PRECISION:  # store the weights in that type: autocast would re-cast them at every step
         models = [m.to(LOW_PRECISION[precision]) for m in models]
     model = models[0] if len(models) == 1 else Ensemble(models)
-    return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, **kwargs)
+    return Translator(model, src_tok, tgt_tok, torch_device, precision, recipe=recipe, shortlist=short_ids, **kwargs)
 
 
 def _cached_target_pieces(path: Path, recipe: Recipe) -> list[int] | None:

@@ -2,7 +2,7 @@
 
 Training is truncated backpropagation through time without state on the model: each batch carries a box
 (`batch.carry`, shared by the consecutive batches of one epoch) from which `loss` starts and into which it puts its
-final state, detached. Search uses the step contract of seq2seq/search.py: `encode` runs a prompt, `decode_step`
+final state, detached. Search uses the step contract of seq2seq/models/step.py: `encode` runs a prompt, `decode_step`
 feeds one token.
 """
 
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from seq2seq.losses import token_nll
 from seq2seq.models.recurrent import Recurrent, State, detach_state, dropout, select_state
+from seq2seq.models.step import Step
 from seq2seq.tokenizer import EOS
 
 
@@ -123,8 +124,9 @@ class LanguageModel(nn.Module):
             return LMState(self.zero_state(src.shape[0], src.device))
         return LMState(self(src)[1])
 
-    def decode_step(self, tokens: Tensor, state: LMState, normalize: bool = True) -> tuple[Tensor, LMState, None]:
-        """tokens (B,) -> log-probabilities of the next token (B, V) in float32, new state, no attention.
+    def decode_step(self, tokens: Tensor, state: LMState, normalize: bool = True) -> Step:
+        """tokens (B,) -> Step: log-probabilities of the next token (B, V) in float32, new state, no attention.
         normalize=False: the logits instead (same order)."""
         logits, rnn = self(tokens.unsqueeze(1), state.rnn)
-        return (F.log_softmax(logits[:, 0], -1, dtype=torch.float32) if normalize else logits[:, 0]), LMState(rnn), None
+        scores = F.log_softmax(logits[:, 0], -1, dtype=torch.float32) if normalize else logits[:, 0]
+        return Step(scores, LMState(rnn), None)

@@ -16,9 +16,9 @@ the bottom decoder layer asks the query, and its context vector joins the input 
     o_t = tanh(W [h_t; c_t])
 
 so the upper layers' recurrence sees every past context (the point of input feeding), and each part is one fused
-call over the whole target: bottom layer, attention for all steps, upper layers. Search uses the step contract:
-`encode(src, lengths) -> DecoderState`, `decode_step(tokens, state) -> (log_probs, state, attention)` and
-`state.select(index)`, `state.beams(k)`.
+call over the whole target: bottom layer, attention for all steps, upper layers. Search uses the step contract of
+seq2seq/models/step.py: `encode(src, lengths) -> DecoderState`, `decode_step(tokens, state) -> Step` and
+`state.select(index)`, `state.beams(k)`; `decode_output` is a step up to the output layer, for `step.Shortlist`.
 
 Target vocabulary: given `target_ids` (the pieces seen on the target side of the training data, specials first),
 the decoder's embeddings and output layer have a row per one of those pieces only, and the decoder speaks column
@@ -30,9 +30,7 @@ output back.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +40,8 @@ from seq2seq.data.batching import Batch
 from seq2seq.kernels.padding import to_device
 from seq2seq.losses import token_nll
 from seq2seq.models.attention import Attention
-from seq2seq.models.int8 import Int8Linear
 from seq2seq.models.recurrent import Dropout, Recurrent, State, select_state
+from seq2seq.models.step import Step
 from seq2seq.models.unrolled import BahdanauSteps, LinearSteps, LuongSteps, UnrolledLSTM
 from seq2seq.tokenizer import EOS, PAD, UNK
 
@@ -86,38 +84,55 @@ class DecoderState:
         return DecoderState(select_state(self.rnn, index), feed, self.memory, self.keys, self.mask, k)
 
 
+@dataclass(frozen=True)
+class Seq2SeqShape:
+    """A Seq2Seq's architecture: the sizes and choices that fix its parameters and its computation."""
+
+    src_vocab: int
+    tgt_vocab: int  # every piece of the target vocabulary (with `target_ids`, the decoder's columns are fewer)
+    embedding_size: int = 256
+    encoder_hidden: int = 256
+    encoder_layers: int = 2
+    bidirectional: bool = True
+    decoder_hidden: int = 512
+    decoder_layers: int = 2
+    cell: str = "lstm"  # lstm | gru | rnn | peephole
+    attention: str = "bahdanau"  # bahdanau | luong
+    input_feeding: bool = True
+    tie_embeddings: bool = False
+    share_embeddings: bool = False
+    context_feeding: bool = False
+    bridge: bool = True
+
+    def __post_init__(self) -> None:
+        if self.share_embeddings and self.src_vocab != self.tgt_vocab:
+            raise ValueError(f"share_embeddings needs one vocabulary, got {self.src_vocab} and {self.tgt_vocab} "
+                             "entries")  # fmt: skip
+        if self.context_feeding and (self.input_feeding or self.decoder_layers < 2):
+            raise ValueError("context_feeding needs input_feeding off and at least 2 decoder layers")
+
+
 class Seq2Seq(nn.Module):
     def __init__(
         self,
-        src_vocab: int,
-        tgt_vocab: int,
-        embedding_size: int = 256,
-        encoder_hidden: int = 256,
-        encoder_layers: int = 2,
-        bidirectional: bool = True,
-        decoder_hidden: int = 512,
-        decoder_layers: int = 2,
-        cell: str = "lstm",
-        attention: str = "bahdanau",
-        input_feeding: bool = True,
-        tie_embeddings: bool = False,
-        share_embeddings: bool = False,
+        shape: Seq2SeqShape,
+        *,
         dropout: float = 0.3,
         label_smoothing: float = 0.0,
         scheduled_sampling: str = "off",
         sampling_max: float = 0.25,
         sampling_steps: int = 4000,
-        context_feeding: bool = False,
-        bridge: bool = True,
         target_ids: Tensor | list[int] | None = None,
     ) -> None:
+        """shape: the architecture; the rest is training (dropout, the training loss's label smoothing, scheduled
+        sampling) and the target vocabulary (`target_ids`, the pieces the decoder has columns for; None: every piece)."""
         super().__init__()
+        self.shape = shape
         self.sampling = (scheduled_sampling, sampling_max, sampling_steps)
         self.step = 0  # training progress, set by the trainer through set_step(); only scheduled sampling reads it
-        if share_embeddings and src_vocab != tgt_vocab:
-            raise ValueError(f"share_embeddings needs one vocabulary, got {src_vocab} and {tgt_vocab} entries")
-        if context_feeding and (input_feeding or decoder_layers < 2):
-            raise ValueError("context_feeding needs input_feeding off and at least 2 decoder layers")
+        src_vocab, tgt_vocab, embedding_size, cell = shape.src_vocab, shape.tgt_vocab, shape.embedding_size, shape.cell
+        input_feeding, decoder_hidden, decoder_layers = shape.input_feeding, shape.decoder_hidden, shape.decoder_layers
+        share_embeddings, context_feeding = shape.share_embeddings, shape.context_feeding
         self.cell, self.input_feeding, self.label_smoothing = cell, input_feeding, label_smoothing
         if target_ids is not None:
             ids = torch.as_tensor(target_ids, dtype=torch.long)
@@ -137,9 +152,10 @@ class Seq2Seq(nn.Module):
             self.target_ids = self.columns = None
         self.src_embed = nn.Embedding(src_vocab, embedding_size, padding_idx=PAD)
         self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab, embedding_size, padding_idx=PAD)
-        self.encoder = Recurrent(embedding_size, [encoder_hidden] * encoder_layers, cell, bidirectional, dropout)
+        self.encoder = Recurrent(embedding_size, [shape.encoder_hidden] * shape.encoder_layers, cell, shape.bidirectional,
+                                 dropout)  # fmt: skip
         memory_size = self.encoder.output_size
-        self.output_size = embedding_size if tie_embeddings else decoder_hidden
+        self.output_size = embedding_size if shape.tie_embeddings else decoder_hidden
         feed_size = self.output_size if input_feeding else 0
         self.decoder_layers = decoder_layers
         bottom = 1 if context_feeding else decoder_layers  # layers that run before the attention
@@ -150,22 +166,19 @@ class Seq2Seq(nn.Module):
         )  # fmt: skip
         # The decoder's initial state from the encoder's summary (Joey NMT's init_hidden "bridge"); None: zeros, so
         # that only the attention carries the source
-        self.bridge = nn.Linear(memory_size, decoder_hidden) if bridge else None
+        self.bridge = nn.Linear(memory_size, decoder_hidden) if shape.bridge else None
         self.decoder_hidden = decoder_hidden
-        self.attention = Attention(attention, decoder_hidden, memory_size, decoder_hidden)
+        self.attention = Attention(shape.attention, decoder_hidden, memory_size, decoder_hidden)
         self.combine = nn.Linear(decoder_hidden + memory_size, self.output_size, bias=False)
         self.generator = nn.Linear(self.output_size, tgt_vocab, bias=False)
         self.dropout = Dropout(dropout)
-        # Output shortlist for greedy search (set by load_for_inference from the checkpoint): the target pieces seen
-        # in training. decode_step(..., normalize=False, shortlist=True) returns logits over these columns only.
-        self.output_ids: Tensor | None = None
         # Teacher forcing with input feeding runs LSTM layers on UnrolledLSTM; False: a call of the fused layers per
         # step (the benchmark's plain reference, and a check of the unrolled loop in the tests)
         self.unrolled = True
         for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # ordered: a set would make init random
             nn.init.uniform_(emb.weight, -0.1, 0.1)
             emb.weight.data[PAD].zero_()
-        if tie_embeddings:
+        if shape.tie_embeddings:
             self.generator.weight = self.tgt_embed.weight
 
     # ------------------------------------------------------------------------------------------------ encoder
@@ -293,33 +306,17 @@ class Seq2Seq(nn.Module):
             logits.append(self.generator(o))
         return torch.stack(logits, dim=1)
 
-    def decode_step(
-        self, tokens: Tensor, state: DecoderState, normalize: bool = True, shortlist: bool = False
-    ) -> tuple[Tensor, DecoderState, Tensor]:
-        """tokens (B,) -> log-probabilities (B, V) in float32, next state, attention weights (B, S).
-        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer).
-        shortlist=True (with normalize=False and `output_ids` set, len V'): the logits of those pieces only (B, V'),
-        column j being piece output_ids[j]; for an argmax, not for scores (their normalizer needs every piece)."""
-        o, state, weights = self._step(self.dropout(self.tgt_embed(tokens)), state)
-        if shortlist and not normalize and self.output_ids is not None:
-            return self._shortlist_layer()(o), state, weights
+    def decode_step(self, tokens: Tensor, state: DecoderState, normalize: bool = True) -> Step:
+        """tokens (B,) -> Step: log-probabilities (B, V) in float32, next state, attention weights (B, S).
+        normalize=False: the logits instead (same order, no pass over the vocabulary for the normalizer)."""
+        o, state, weights = self.decode_output(tokens, state)
         logits = self.generator(o)
-        return (F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits), state, weights
+        return Step(F.log_softmax(logits, dim=-1, dtype=torch.float32) if normalize else logits, state, weights)
 
-    def _shortlist_layer(self) -> Callable[[Tensor], Tensor]:
-        """The output layer cut to the rows of `output_ids` (the weight's rows, or `Int8Linear.rows` for an int8 layer),
-        kept while the weights and the shortlist are unchanged."""
-        weight, ids = self.generator.weight, self.output_ids
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, ids.data_ptr(), ids.numel())
-        cached = getattr(self, "_shortlist", None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                if isinstance(self.generator, Int8Linear):
-                    layer = self.generator.rows(ids)
-                else:
-                    layer = partial(F.linear, weight=weight.index_select(0, ids.to(weight.device)))
-            cached = self._shortlist = (key, layer)
-        return cached[1]
+    def decode_output(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
+        """tokens (B,) -> the attentional output o (B, O) that `generator` maps to logits, next state, attention
+        weights (B, S)."""
+        return self._step(self.dropout(self.tgt_embed(tokens)), state)
 
     def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
         """Summed token NLL (label-smoothed in training) and the number of target tokens."""
