@@ -9,6 +9,9 @@
     python scripts/bench.py all --device cuda            # the same on a GPU, plus a large translation model
     python scripts/bench.py serve  runs/en-fr            # python -m seq2seq.serve under 1, 8 and 64 clients, int8 and
                                                          # bf16, against the offline pipe (docs/serving.md)
+    python scripts/bench.py stream [--pairs 2000000]     # data.stream on a generated corpus: tokenizing into shards,
+                                                         # the first batch, batching an epoch, peak RSS
+                                                         # (docs/large-corpora.md)
 
 `train` measures, in one run, the straightforward reference (input feeding: a Python loop over decoder steps that
 calls the fused LSTM layers once per step, fp32) and the fast paths (input feeding on the unrolled loop of
@@ -39,6 +42,7 @@ import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,11 +60,11 @@ from seq2seq.data.parallel import load_parallel
 from seq2seq.data.text import StreamBatches, Vocabulary, split_lines
 from seq2seq.kernels.activation import cpu_tanh
 from seq2seq.models.int8 import Int8Linear, default_kernel
+from seq2seq.models.step import Shortlist
 from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
 from seq2seq.trainer import autocast
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-from seq2seq.models.step import Shortlist
 MEDIUM = RECIPES / "en-fr-medium.yaml"
 LM_RECIPES = ["lm-ptb.yaml", "lm-ptb-medium.yaml"]
 VARIANTS = {
@@ -688,6 +692,68 @@ def load_clients(port: int, sentences: list[str], clients: int, args) -> dict:
             "requests_per_s": len(latencies) / seconds, "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}  # fmt: skip
 
 
+def bench_stream(args) -> None:
+    """data.stream without a model: a corpus of --pairs generated sentence pairs (or --corpus FOLDER's train.en /
+    train.fr) tokenized into shards with a word-level model learned from its first 10,000 pairs, then an epoch of
+    batches cut pool by pool. Prints pairs/s of tokenizing, seconds to the first batch, batches/s, the store's size
+    and the peak RSS before and after (the corpus is generated a block at a time: it is never in memory)."""
+    import tempfile
+
+    from seq2seq.data.parallel import pair_chunks
+    from seq2seq.data.stream import ShardBatches, ShardStore, write_shards
+    from seq2seq.tokenizer import Tokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    folder = Path(args.corpus) if args.corpus else generate_pairs(work / "corpus", args.pairs)
+    first = next(pair_chunks(str(folder), "train", "en", "fr"))
+    tok = Tokenizer.train([*first[0], *first[1]], vocab_size=args.vocab_size, model_type="word")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    start = time.perf_counter()
+    store = write_shards(pair_chunks(str(folder), "train", "en", "fr"), tok, tok, 100, work / "store", args.shard_pairs)
+    tokenize_s = time.perf_counter() - start
+    loads = []
+    real_load = ShardStore.load
+    ShardStore.load = lambda self, shards: loads.append(len(shards)) or real_load(self, shards)
+    start = time.perf_counter()
+    batches = ShardBatches(store, args.batch_tokens, seed=1, pool=args.pool_pairs)
+    epoch = batches.epoch(1)
+    next(epoch)
+    first_batch_s = time.perf_counter() - start
+    loads_at_first = list(loads)
+    n = 1 + sum(1 for _ in epoch)
+    epoch_s = time.perf_counter() - start
+    print(json.dumps({
+        "bench": "stream", "pairs": len(store), "read": store.read, "shards": store.shards,
+        "pool_shards": batches.pool_shards, "target_pieces": int(store.tgt_len.sum(dtype="int64")),
+        "corpus_bytes": sum(f.stat().st_size for f in folder.glob("train.*")),
+        "store_bytes": sum(f.stat().st_size for f in store.folder.iterdir()),
+        "tokenize_pairs_per_s": store.read / tokenize_s, "first_batch_s": first_batch_s,
+        "shards_read_for_first_batch": loads_at_first, "epoch_batches": n, "epoch_batching_s": epoch_s,
+        "peak_rss_gib_before": rss_before, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "device": device_name(torch.device("cpu")),
+    }), flush=True)  # fmt: skip
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def generate_pairs(folder: Path, n: int, seed: int = 0) -> Path:
+    """FOLDER/train.en and train.fr: n pairs of 4-29 words out of 400, the French the English upper-cased, written
+    100,000 pairs at a time."""
+    words = [f"w{i}" for i in range(400)]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    with open(folder / "train.en", "w") as en, open(folder / "train.fr", "w") as fr:
+        for start in range(0, n, 100_000):
+            lengths = rng.integers(4, 30, min(100_000, n - start))
+            ids = rng.integers(0, len(words), int(lengths.sum()))
+            for sentence in np.split(ids, np.cumsum(lengths)[:-1]):
+                line = " ".join(words[i] for i in sentence)
+                en.write(line + "\n")
+                fr.write(line.upper() + "\n")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -714,6 +780,13 @@ def main() -> None:
     sv.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
     sv.add_argument("--max-seconds", type=float, default=120.0, help="the longest a concurrency level runs")
+    st = sub.add_parser("stream")
+    st.add_argument("--pairs", type=int, default=2_000_000, help="generated sentence pairs")
+    st.add_argument("--corpus", help="a folder with train.en and train.fr instead of the generated pairs")
+    st.add_argument("--vocab-size", type=int, default=900)
+    st.add_argument("--shard-pairs", type=int, default=100_000, help="data.shard_pairs")
+    st.add_argument("--pool-pairs", type=int, default=1_000_000, help="data.pool_pairs")
+    st.add_argument("--batch-tokens", type=int, default=4096, help="train.batch_tokens")
     for p in (lm, both):
         p.add_argument("--batch-size", type=int, nargs="+",
                        help="streams per batch, for the example and ours alike; several = one measurement each "
@@ -735,6 +808,8 @@ def main() -> None:
         bench_decode(args)
     if args.what == "serve":
         bench_serve(args)
+    if args.what == "stream":
+        bench_stream(args)
 
 
 if __name__ == "__main__":

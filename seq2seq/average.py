@@ -11,24 +11,9 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from seq2seq import checkpoint
+from seq2seq.checkpoint import average
 from seq2seq.cli import ArgumentParser, existing_file, output_file, run_cli
-
-
-def average(paths: list[str]) -> dict:
-    payloads = [checkpoint.load(p) for p in paths]
-    first = payloads[0]["model"]
-    for path, payload in zip(paths[1:], payloads[1:]):
-        if payload["model"].keys() != first.keys() or any(payload["model"][k].shape != v.shape for k, v in first.items()):
-            raise checkpoint.CheckpointError(f"{path} does not hold the same model as {paths[0]}")
-    averaged = {
-        k: (torch.stack([p["model"][k].double() for p in payloads]).mean(0)).to(v.dtype) if v.is_floating_point() else v
-        for k, v in first.items()
-    }
-    keep = {k: v for k, v in payloads[0].items() if k not in ("model", "optimizer", "format")}
-    return {**keep, "model": averaged, "averaged_from": [str(p) for p in paths]}
 
 
 def main(argv: list[str] | None = None) -> int:

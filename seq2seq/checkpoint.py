@@ -181,3 +181,19 @@ def find(run_dir: str | Path, which: str = "best") -> Path:
         have = sorted(p.name for p in run_dir.glob("*.pt"))
         raise CheckpointError(f"{run_dir} has no {which}.pt (it has: {', '.join(have) or 'no checkpoints'})")
     return path
+
+
+def average(paths: list[str]) -> dict:
+    """The checkpoint whose weights are the mean of those of `paths` (one model's), with the first one's recipe
+    and tokenizers; integer tensors (a target vocabulary's ids) are the first one's."""
+    payloads = [load(p) for p in paths]
+    first = payloads[0]["model"]
+    for path, payload in zip(paths[1:], payloads[1:]):
+        if payload["model"].keys() != first.keys() or any(payload["model"][k].shape != v.shape for k, v in first.items()):
+            raise CheckpointError(f"{path} does not hold the same model as {paths[0]}")
+    averaged = {
+        k: (torch.stack([p["model"][k].double() for p in payloads]).mean(0)).to(v.dtype) if v.is_floating_point() else v
+        for k, v in first.items()
+    }
+    keep = {k: v for k, v in payloads[0].items() if k not in ("model", "optimizer", "format")}
+    return {**keep, "model": averaged, "averaged_from": [str(p) for p in paths]}

@@ -87,8 +87,9 @@ def _epochs(valid_every: int | str) -> float | None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    # multi30k | tatoeba (local or verified download), else a Hugging Face hub dataset id; a list of them
-    # ([multi30k, tatoeba]) trains on their mixture, each corpus drawn from by its weight (data.weights)
+    # multi30k | tatoeba (local or verified download), a folder of aligned text files (FOLDER/train.en,
+    # FOLDER/train.fr, one sentence per line), else a Hugging Face hub dataset id; a list of them ([multi30k, tatoeba])
+    # trains on their mixture, each corpus drawn from by its weight (data.weights)
     corpus: str | tuple[str, ...] = "multi30k"
     # One per corpus, in data.corpus's order: the pairs drawn from it per epoch, as a multiple of its size (1 = each
     # pair once; 2 = twice; 0.5 = half of them, drawn anew each epoch from train.seed); the tokenizer is trained on
@@ -105,6 +106,11 @@ class DataConfig:
     valid_split: str | tuple[str, ...] = "val"
     max_len: int = 100  # training pairs with a side longer than this many pieces are dropped
     valid_limit: int = 0  # validate on the first N pairs only (0 = the whole split)
+    # Read the training corpus from disk instead of holding it in memory: tokenized once into shards under
+    # RUN_DIR/cache, then batched one pool of shards at a time (docs/large-corpora.md). One corpus only
+    stream: bool = False
+    shard_pairs: int = 100_000  # data.stream: pairs per shard (torchrun: each rank reads whole shards of its own)
+    pool_pairs: int = 1_000_000  # data.stream: pairs sorted and batched together, from shards spread over the corpus
 
     def __post_init__(self) -> None:
         _check_text(self, "data", "corpus", "src_lang", "tgt_lang", "train_split", "valid_split")
@@ -112,7 +118,12 @@ class DataConfig:
         _check_range(self, "data", ">= 0", "valid_limit")
         if self.weights is not None:
             _check_range(self, "data", "> 0", "weights")
+        _check_range(self, "data", ">= 1", "shard_pairs", "pool_pairs")
         corpora = (self.corpus,) if isinstance(self.corpus, str) else self.corpus
+        if self.stream and len(corpora) > 1:
+            raise ConfigError(f"data.stream reads one corpus from disk, but data.corpus lists {len(corpora)} "
+                              f"({', '.join(corpora)}): stream one corpus, or set data.stream: false to mix them "
+                              "in memory")  # fmt: skip
         if len(set(corpora)) < len(corpora):
             raise ConfigError(f"data.corpus names a corpus twice ({', '.join(corpora)}): give each once, with a "
                               f"weight (data.weights) for how often it is drawn from")  # fmt: skip
@@ -204,6 +215,9 @@ class TrainConfig:
     # What early stopping, best.pt and the plateau schedule follow: validation BLEU (translation) or loss
     valid_metric: Literal["bleu", "loss"] = "bleu"
     early_stopping: int = 0  # stop after this many validations without improvement (0 = never)
+    # Also keep the weights of the last N validations as step-<step>.pt, and their mean as averaged.pt when
+    # training ends (seq2seq-average; decode with --checkpoint averaged). 0 = none
+    keep_checkpoints: int = 0
     # translation: validation decoding stops at this many pieces per source one (+10); also the default of
     # decoding the run later (DecodeConfig.max_len_ratio, --max-len-ratio)
     decode_max_ratio: float = 1.5
@@ -214,7 +228,7 @@ class TrainConfig:
         _check_range(self, "train", "[0, 2**63)", "seed")
         _check_range(self, "train", "> 0", "lr", "decode_max_ratio")
         _check_range(self, "train", ">= 0", "threads", "weight_decay", "min_lr", "clip_norm", "warmup_steps",
-                     "max_steps", "max_epochs", "max_minutes", "early_stopping")  # fmt: skip
+                     "max_steps", "max_epochs", "max_minutes", "early_stopping", "keep_checkpoints")  # fmt: skip
         _check_range(self, "train", ">= 1", "batch_tokens", "plateau_patience", "log_every")
         _check_range(self, "train", "[0, 1)", "betas", "momentum", "decay_start", "label_smoothing")
         _check_range(self, "train", "(0, 1)", "plateau_factor")

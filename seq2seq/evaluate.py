@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DecodeConfig
     parser.add_argument("--sacrebleu", metavar="NAME", help="a sacreBLEU test set (wmt14, multi30k/2018, ...)")
     parser.add_argument("-l", "--langpair", metavar="SRC-TGT",
                         help="--sacrebleu: its language pair (default: the run's, e.g. en-fr)")  # fmt: skip
-    parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best | last | averaged (train.keep_checkpoints) | path to a .pt file")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     add_decode_options(parser, EVALUATE_FIELDS)
     parser.add_argument("--lowercase-tokenized", action="store_true",

@@ -160,7 +160,8 @@ def parse_args(argv: list[str] | None):
     p = ArgumentParser(prog="python -m seq2seq.export", description=__doc__)
     p.add_argument("run_dir", type=Path, help="the training run directory")
     p.add_argument("out_dir", type=Path, help="the model folder to write (new, empty, or an earlier export)")
-    p.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    p.add_argument("--checkpoint", default="best",
+                   help="best | last | averaged (train.keep_checkpoints) | path to a .pt file")
     p.add_argument("--onnx", action="store_true", help="also write the encoder and the decoder step as ONNX graphs")
     p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload the folder to this Hugging Face Hub "
                    "repository (created if needed; needs the `hub` extra and a token)")

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m seq2seq.forecast", description=__doc__)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best | last | averaged (train.keep_checkpoints) | path to a .pt file")
     parser.add_argument(
         "--horizon", type=non_negative_int, default=0, help="days per multi-sequence fan (default: the window)"
     )

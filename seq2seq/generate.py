@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DecodeConfig
                    help="text to continue (default: read prompts interactively / from stdin)")  # fmt: skip
     p.add_argument("--max-tokens", type=positive_int, default=50, help="the most tokens generated")
     add_decode_options(p, LM_FIELDS, beam=1)
-    p.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    p.add_argument("--checkpoint", default="best",
+                   help="best | last | averaged (train.keep_checkpoints) | path to a .pt file")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
     add_runtime_options(p)
     args = p.parse_args(argv)

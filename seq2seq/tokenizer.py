@@ -27,8 +27,13 @@ class Tokenizer:
         model_type: str = "bpe",
         character_coverage: float = 1.0,
         max_sentences: int = 2_000_000,
+        seed: int | None = None,
     ) -> Tokenizer:
+        """A model learned from `texts` (empty ones skipped). Of more than `max_sentences` texts SentencePiece keeps
+        a random sample of that many, drawn from `seed` (None: SentencePiece's own seed, which varies)."""
         model = io.BytesIO()
+        if seed is not None:
+            spm.set_random_generator_seed(seed)
         spm.SentencePieceTrainer.train(
             sentence_iterator=(t for t in texts if t),
             model_writer=model,

@@ -95,6 +95,12 @@ class _LossOf(torch.nn.Module):
         return self.model.loss(batch)
 
 
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """The step-<step>.pt files of a run directory (train.keep_checkpoints), by step."""
+    steps = [(int(p.stem[5:]), p) for p in run_dir.glob("step-*.pt") if p.stem[5:].isdigit()]
+    return [p for _, p in sorted(steps)]
+
+
 class Trainer:
     def __init__(
         self,
@@ -174,8 +180,11 @@ class Trainer:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     p.elapsed = time.time() - start
                     stop_reason = self.end_step(stop[0], due=False)  # max_epochs, or a signal between two epochs
+            signalled = stop[0]
         if self.is_main:
             tqdm.write(f"stopped at step {p.step}: {stop_reason}; best {cfg.valid_metric} {p.best}")
+            if cfg.keep_checkpoints and not signalled:  # a signalled run is resumed, and averages when it ends
+                self.average_kept()
             try:
                 plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
             except Exception as e:  # noqa: BLE001 - the run is saved; a figure that cannot be drawn is no failure
@@ -285,9 +294,27 @@ class Trainer:
             self.save("last.pt")
             if improved:
                 self.save("best.pt")
+            if cfg.keep_checkpoints:
+                self.keep_weights()
         if cfg.early_stopping and p.bad_validations >= cfg.early_stopping:
             return f"no improvement in {p.bad_validations} validations (early stopping)"
         return ""
+
+    def keep_weights(self) -> None:
+        """step-<step>.pt for train.keep_checkpoints: the weights and what decoding needs (no optimizer state);
+        those of all but the last keep_checkpoints validations are removed."""
+        name = f"step-{self.progress.step}.pt"
+        checkpoint.save(self.run_dir / name, {**self.extra, "model": self.model.state_dict(),
+                                              "trainer": asdict(self.progress)})  # fmt: skip
+        for old in kept_checkpoints(self.run_dir)[: -self.cfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    def average_kept(self) -> None:
+        """averaged.pt: the mean of the kept step-<step>.pt weights (seq2seq-average), when there are two or more."""
+        kept = kept_checkpoints(self.run_dir)[-self.cfg.keep_checkpoints :]
+        if self.is_main and len(kept) >= 2:
+            checkpoint.save(self.run_dir / "averaged.pt", checkpoint.average([str(p) for p in kept]))
+            tqdm.write(f"averaged.pt: the mean of {', '.join(p.name for p in kept)}")
 
     def save(self, name: str) -> None:
         checkpoint.save(

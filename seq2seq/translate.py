@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DecodeConfig
     p.add_argument("run_dirs", nargs="+", help="run directories or exported model folders, or hf://owner/name (several = an ensemble)")
     p.add_argument("--input", "-i", type=existing_file, help="file of source sentences (default: stdin)")
     p.add_argument("--output", "-o", type=output_file, help="file for translations (default: stdout)")
-    p.add_argument("--checkpoint", default="best", help="best | last | path to a .pt file")
+    p.add_argument("--checkpoint", default="best",
+                   help="best | last | averaged (train.keep_checkpoints) | path to a .pt file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     add_decode_options(p)
     p.add_argument("--attention", action="store_true", help="interactive: show what each output piece attended to")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from seq2seq import checkpoint
 from seq2seq.build.common import (
@@ -22,15 +24,19 @@ from seq2seq.build.common import (
 )
 from seq2seq.build.translation_data import (  # (tokenize, train_tokenizers: also seq2seq.build's)
     ValidationSet,
+    shard_store,
     tokenize,
     tokenizer_sample,
     train_tokenizers,
+    train_tokenizers_streamed,
     training_corpora,
     training_table,
     validation_sets,
+    write_shard_store,
 )
 from seq2seq.config import DECODE_PRECISIONS, ConfigError, Recipe, recipe_from_dict
 from seq2seq.data.batching import PairBatches
+from seq2seq.data.stream import ShardBatches
 from seq2seq.ensemble import Ensemble
 from seq2seq.metrics import bleu, chrf, perplexity
 from seq2seq.models.int8 import quantize_decoder
@@ -53,33 +59,44 @@ def decode_precision(train_precision: str, device: torch.device) -> str:
 
 def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, rank: int, world: int) -> Trainer:
     """Data, tokenizers, model, optimizer and validation for translation, in that order."""
-    t = recipe.train
-    corpora, valid = training_corpora(recipe), validation_sets(recipe)
+    t, streamed = recipe.train, recipe.data.stream
+    corpora, valid = ([] if streamed else training_corpora(recipe)), validation_sets(recipe)
     if resume:
         saved = checkpoint.load(run_dir / "last.pt")
         src_tok, tgt_tok = tokenizers_from(saved)
         target_ids = saved["model"].get("target_ids")  # None: a run over every piece (target_vocabulary: all)
         del saved
     else:  # SentencePiece training is deterministic, so every rank gets the same models
-        src_tok, tgt_tok = train_tokenizers(recipe, *tokenizer_sample(corpora, t.seed))
+        src_tok, tgt_tok = (train_tokenizers_streamed(recipe) if streamed else
+                            train_tokenizers(recipe, *tokenizer_sample(corpora, t.seed)))  # fmt: skip
         if rank == 0:
             write_recipe(run_dir, recipe)
             names = {"spm.model": src_tok} if src_tok is tgt_tok else {"spm.src.model": src_tok, "spm.tgt.model": tgt_tok}
             for name, tok in names.items():  # also inside every checkpoint; these are for other tools
                 checkpoint.write_atomic(run_dir / name, tok.proto)
     (run_dir / "cache").mkdir(exist_ok=True)
-    # (one process only: ranks must not race on a file)
-    train_ids, mixture = training_table(recipe, corpora, src_tok, tgt_tok, run_dir / "cache" if world == 1 else None)
+    if streamed:  # one process per machine writes the shards while the others wait; then each reads its own pools
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            write_shard_store(recipe, src_tok, tgt_tok, run_dir / "cache")
+        store = shard_store(recipe, src_tok, tgt_tok, run_dir / "cache")
+        if rank == 0:
+            tqdm.write(f"training corpus: {len(store):,} pairs of {store.read:,} within data.max_len, "
+                       f"{int(store.tgt_len.sum(dtype=np.int64)) + len(store):,} target tokens per epoch, "
+                       f"{store.shards} shards in {store.folder}")  # fmt: skip
+        data, seen = ShardBatches(store, t.batch_tokens, t.seed, rank, world, recipe.data.pool_pairs), store.target_pieces()
+    else:  # (the cache by one process only: ranks must not race on a file)
+        cache = run_dir / "cache" if world == 1 else None
+        train_ids, mixture = training_table(recipe, corpora, src_tok, tgt_tok, cache)
+        data, seen = PairBatches(train_ids, t.batch_tokens, t.seed, rank, world, mixture), target_pieces(train_ids)
     for v in valid:
         v.ids = tokenize(v.table, src_tok, tgt_tok, None)
-    seen = target_pieces(train_ids)
     if not resume:
         target_ids = target_vocabulary(seen) if recipe.model.target_vocabulary == "seen" else None
     model = build_model(recipe, len(src_tok), len(tgt_tok), target_ids).to(device)
     trainer = Trainer(
         model=model,
         optimizer=build_optimizer(recipe, model),
-        data=PairBatches(train_ids, t.batch_tokens, t.seed, rank, world, mixture),
+        data=data,
         evaluate=translation_evaluator(valid, src_tok, tgt_tok, recipe, device),
         cfg=t,
         run_dir=run_dir,

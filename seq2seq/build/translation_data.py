@@ -8,7 +8,9 @@ PairBatches draws each epoch's pairs from them (seq2seq/data/batching.py, `mixtu
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import numpy as np
 from seq2seq.config import Recipe
 from seq2seq.data.batching import Mixture, mixture_rows
 from seq2seq.data.corpora import DataError
-from seq2seq.data.parallel import corpus_names, load_parallel, split_parts
+from seq2seq.data.parallel import _load_one, corpus_names, load_parallel, pair_chunks, split_parts, text_files
+from seq2seq.data.stream import ShardStore, store_key, wait_for_store, write_shards
 from seq2seq.tokenizer import Tokenizer
 
 
@@ -162,3 +165,79 @@ def validation_sets(recipe: Recipe) -> list[ValidationSet]:
         label = "" if len(parts) == 1 else corpus if names.count(corpus) == 1 else f"{corpus}_{split}"
         out.append(ValidationSet(re.sub(r"\W+", "_", label), table))
     return out
+
+
+# ------------------------------------------------------------------------------------------- data.stream: true
+
+
+def stream_part(recipe: Recipe) -> tuple[str, str]:
+    """The (corpus, split) that a streamed recipe trains on: one corpus (DataConfig refuses a mixture)."""
+    ((corpus, split),) = split_parts(recipe.data.corpus, recipe.data.train_split)
+    return corpus, split
+
+
+def streamed_chunks(recipe: Recipe):
+    """The training pairs of a streamed recipe, chunk by chunk, read anew from disk at each call."""
+    d = recipe.data
+    return pair_chunks(*stream_part(recipe), d.src_lang, d.tgt_lang, d.hub_config)
+
+
+def train_tokenizers_streamed(recipe: Recipe) -> tuple[Tokenizer, Tokenizer]:
+    """SentencePiece models learned from a corpus read from disk: SentencePiece keeps a sample of at most 2 million
+    sentences (drawn from train.seed), so the corpus never sits in memory."""
+    tc, seed = recipe.tokenizer, recipe.train.seed
+    args = dict(vocab_size=tc.vocab_size, model_type=tc.model_type, character_coverage=tc.character_coverage, seed=seed)
+
+    def side(i: int):
+        return (text for chunk in streamed_chunks(recipe) for text in chunk[i])
+
+    if tc.joint:  # every source sentence, then every target sentence, as train_tokenizers gives them
+        joint = Tokenizer.train(itertools.chain(side(0), side(1)), **args)
+        return joint, joint
+    return Tokenizer.train(side(0), **args), Tokenizer.train(side(1), **args)
+
+
+def corpus_identity(recipe: Recipe) -> bytes:
+    """What names a streamed corpus's contents for the store's key: each text file's path, size and modification
+    time, or datasets' fingerprint of another corpus's table (a hash of its content or of the hub's cache files)."""
+    d = recipe.data
+    corpus, split = stream_part(recipe)
+    files = text_files(corpus, split, d.src_lang, d.tgt_lang)
+    if files is None:
+        return str(_load_one(corpus, split, d.src_lang, d.tgt_lang, d.hub_config)._fingerprint).encode()
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return repr(stats).encode()
+
+
+def shard_folder(recipe: Recipe, src: Tokenizer, tgt: Tokenizer, cache_dir: Path) -> Path:
+    """cache_dir/<split>-shards-<key>, where the key hashes the tokenizers, the corpus, data.max_len and
+    data.shard_pairs."""
+    d = recipe.data
+    key = store_key(src.proto, tgt.proto, corpus_identity(recipe), f"{d.max_len} {d.shard_pairs}".encode())
+    name = re.sub(r"[^\w.-]", "_", d.train_split)
+    return cache_dir / f"{name}-shards-{key}"
+
+
+def write_shard_store(recipe: Recipe, src: Tokenizer, tgt: Tokenizer, cache_dir: Path) -> None:
+    """Tokenize a streamed recipe's training pairs into shards (`write_shards`), unless its store is there; a store
+    of other tokenizers or other data is removed."""
+    folder = shard_folder(recipe, src, tgt, cache_dir)
+    if not ShardStore.complete(folder):
+        for stale in cache_dir.glob(folder.name.rpartition("-")[0] + "-*"):
+            if stale.name.partition(".part")[0] != folder.name:  # another key's (not another writer's of this one)
+                shutil.rmtree(stale, ignore_errors=True)
+        write_shards(streamed_chunks(recipe), src, tgt, recipe.data.max_len, folder, recipe.data.shard_pairs)
+
+
+def shard_store(recipe: Recipe, src: Tokenizer, tgt: Tokenizer, cache_dir: Path) -> ShardStore:
+    """The store that `write_shard_store` wrote (here, or in another process of this machine: waited for), checked
+    to hold at least one pair."""
+    d = recipe.data
+    store = wait_for_store(shard_folder(recipe, src, tgt, cache_dir))
+    if len(store) == 0:
+        corpus, split = stream_part(recipe)
+        where = f"the {split} split of {corpus} ({d.src_lang}-{d.tgt_lang})"
+        raise DataError(f"{where} has no sentence pairs" if store.read == 0 else
+                        f"no training pair of {where} has 1 to data.max_len={d.max_len} source pieces and at most "
+                        f"{d.max_len} target pieces: all {store.read} were filtered out; raise data.max_len")  # fmt: skip
+    return store

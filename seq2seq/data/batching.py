@@ -98,25 +98,38 @@ def token_budget_batches(
     src_lengths: np.ndarray,
     budget: int,
     seed: int,
-    epoch: int,
+    epoch: int | tuple[int, ...],
     shuffle: bool = True,
 ) -> list[np.ndarray]:
-    """Indices of each batch; at most `budget` padded target tokens per batch (a longer sentence goes alone)."""
-    rng = np.random.default_rng([seed, epoch])
+    """Indices of each batch; at most `budget` padded target tokens per batch (a longer sentence goes alone).
+    epoch: an epoch, or a tuple of numbers that names a part of one (an epoch's pool of shards: data/stream.py)."""
+    rng = np.random.default_rng([seed, *(epoch if isinstance(epoch, tuple) else (epoch,))])
     tie = rng.random(len(tgt_lengths)) if shuffle else np.arange(len(tgt_lengths))
     order = np.lexsort((tie, src_lengths, tgt_lengths))  # by target length, then source length, then random
-    batches, start, longest = [], 0, 0
-    for i, idx in enumerate(order):
-        longest_if_added = max(longest, int(tgt_lengths[idx]))
-        if i > start and (i - start + 1) * longest_if_added > budget:
-            batches.append(order[start:i])
-            start, longest_if_added = i, int(tgt_lengths[idx])
-        longest = longest_if_added
-    if start < len(order):
-        batches.append(order[start:])
+    batches = [order[a:b] for a, b in itertools.pairwise(batch_bounds(np.asarray(tgt_lengths)[order], budget))]
     if shuffle:
         rng.shuffle(batches)
     return batches
+
+
+def batch_bounds(lengths: np.ndarray, budget: int) -> list[int]:
+    """Where each batch of the ascending `lengths` starts, and their end: a batch from position s takes the
+    positions up to i while (i - s + 1) * lengths[i] <= budget (at least one). That product only grows with i, so
+    each batch's end is a search over at most budget // lengths[s] positions, one per batch rather than a Python
+    step per sentence.
+
+        lengths 2 2 3 4 5 6, budget 12  ->  [0, 3, 5, 6]: batches [2 2 3] [4 5] [6]
+    """
+    n, bounds, start = len(lengths), [0], 0
+    lengths = lengths.astype(np.int64, copy=False)
+    while start < n:
+        # every length from here on is at least lengths[start]: a batch holds at most budget // lengths[start]
+        window = lengths[start : start + max(1, budget // max(int(lengths[start]), 1)) + 1]
+        tokens = np.arange(1, len(window) + 1) * window  # padded tokens of the batch up to each position
+        end = start + max(1, int(np.searchsorted(tokens, budget, side="right")))
+        bounds.append(end)
+        start = end
+    return bounds
 
 
 MIXTURE_STREAM = 7  # keeps the draw of an epoch's pairs apart from token_budget_batches' shuffle of the same epoch

@@ -1,7 +1,8 @@
 """Parallel corpora as Hugging Face `datasets` tables with columns `src` and `tgt` (stripped text).
 
-Local corpora become Arrow tables; a name that is not a local corpus is read from the Hugging Face hub
-(`translation` column, as in `wmt14` / `fr-en`), which needs the internet.
+Local corpora become Arrow tables. A folder of aligned text files, one sentence per line, is a corpus too:
+FOLDER/train.en and FOLDER/train.fr hold split `train` (data.corpus: /data/wmt14-en-fr). Any other name is read from
+the Hugging Face hub (`translation` column, as in `wmt14` / `fr-en`), which needs the internet.
 
 A split may be qualified by its corpus, `corpus/split`; that corpus then replaces the one asked for:
 
@@ -13,7 +14,8 @@ A split may be qualified by its corpus, `corpus/split`; that corpus then replace
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
@@ -65,12 +67,64 @@ def qualified_splits(corpora: Sequence[str]) -> list[str]:
     return [f"{c}/{s}" for c in corpora for s in LOCAL_CORPORA.get(c, ("<split>",))]
 
 
-def _load_one(corpus: str, split: str, src_lang: str, tgt_lang: str, hub_config: str) -> datasets.Dataset:
+def text_files(corpus: str, split: str, src_lang: str, tgt_lang: str) -> tuple[Path, Path] | None:
+    """The two files of `split` when `corpus` is Multi30k or a folder of aligned text files (FOLDER/split.en,
+    FOLDER/split.fr); None for any other corpus."""
     if corpus == "multi30k":
         _check_split(corpus, split)
-        src = corpus_file("multi30k", f"{split}.{src_lang}")
-        tgt = corpus_file("multi30k", f"{split}.{tgt_lang}")
-        return datasets.Dataset.from_dict(dict(zip(("src", "tgt"), read_aligned(src, tgt))))
+        return corpus_file("multi30k", f"{split}.{src_lang}"), corpus_file("multi30k", f"{split}.{tgt_lang}")
+    folder = Path(corpus).expanduser()
+    if corpus in LOCAL_CORPORA or not folder.is_dir():
+        return None
+    src, tgt = folder / f"{split}.{src_lang}", folder / f"{split}.{tgt_lang}"
+    if src.is_file() and tgt.is_file():
+        return src, tgt
+    splits = sorted({p.stem for p in folder.glob(f"*.{src_lang}")} & {p.stem for p in folder.glob(f"*.{tgt_lang}")})
+    if src.is_file() or tgt.is_file() or splits:
+        raise DataError(f"the text corpus {folder} has no split {split!r}: it needs {src.name} and {tgt.name}, one "
+                        f"sentence per line; its splits are {', '.join(splits) or 'none'}")  # fmt: skip
+    return None  # a folder of other files: the hub's loader reads it (JSON lines, Parquet, ...)
+
+
+def pair_chunks(corpus: str, split: str, src_lang: str, tgt_lang: str, hub_config: str = "", size: int = 10_000
+                ) -> Iterator[tuple[list[str], list[str]]]:  # fmt: skip
+    """The pairs of `split` of one corpus, `size` at a time, as (sources, targets): text files are read line by
+    line, so that a corpus larger than memory passes through in bounded memory."""
+    files = text_files(corpus, split, src_lang, tgt_lang)
+    if files is None:
+        table = _load_one(corpus, split, src_lang, tgt_lang, hub_config)  # Arrow: memory-mapped from disk
+        for start in range(0, len(table), size):
+            part = table[start : start + size]
+            yield part["src"], part["tgt"]
+        return
+    src_path, tgt_path = files
+    with open(src_path, "rb") as src_file, open(tgt_path, "rb") as tgt_file:
+        src, tgt, number = [], [], 0
+        for number, (s, t) in enumerate(itertools.zip_longest(src_file, tgt_file), start=1):
+            if s is None or t is None:
+                short, long = (src_path, tgt_path) if s is None else (tgt_path, src_path)
+                raise DataError(f"misaligned corpus: {short} has {number - 1} lines but {long} has more; line i of "
+                                "one must translate line i of the other")  # fmt: skip
+            src.append(_text(s, src_path, number))
+            tgt.append(_text(t, tgt_path, number))
+            if len(src) == size:
+                yield src, tgt
+                src, tgt = [], []
+        if src:
+            yield src, tgt
+
+
+def _text(raw: bytes, path: Path, number: int) -> str:
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}, line {number}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _load_one(corpus: str, split: str, src_lang: str, tgt_lang: str, hub_config: str) -> datasets.Dataset:
+    files = text_files(corpus, split, src_lang, tgt_lang)
+    if files is not None:
+        return datasets.Dataset.from_dict(dict(zip(("src", "tgt"), read_aligned(*files))))
     if corpus == "tatoeba":
         _check_split(corpus, split)
         return datasets.Dataset.from_dict(tatoeba_split(corpus_file("tatoeba-fra-eng", "fra.txt"), split, src_lang))
@@ -122,7 +176,8 @@ def _load_hub(name: str, config: str, split: str, src_lang: str, tgt_lang: str) 
         ds = datasets.load_dataset(name, config or None, split=split)
     except Exception as e:  # noqa: BLE001 - the hub raises many kinds; all mean "cannot get it"
         raise DataError(
-            f"{name!r} is neither a local corpus ({', '.join(LOCAL_CORPORA)}) nor a loadable Hugging Face dataset "
+            f"{name!r} is neither a local corpus ({', '.join(LOCAL_CORPORA)}), nor a folder of text files "
+            f"(FOLDER/{split}.{src_lang}, FOLDER/{split}.{tgt_lang}), nor a loadable Hugging Face dataset "
             f"({type(e).__name__}: {e})"
         ) from None
     if "translation" not in ds.column_names:
