@@ -59,6 +59,15 @@ class Ragged:
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         self.values = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(self.offsets[-1]))
 
+    @classmethod
+    def from_flat(cls, lengths: np.ndarray, values: np.ndarray) -> Ragged:
+        """Sequences already stored flat: each one's length, and all their ids one after the other."""
+        ragged = cls.__new__(cls)
+        ragged.lengths = lengths.astype(np.int64, copy=False)
+        ragged.offsets = np.concatenate([[0], np.cumsum(ragged.lengths)])
+        ragged.values = values
+        return ragged
+
     def padded(self, rows: np.ndarray, before: int | None = None, after: int | None = None) -> torch.Tensor:
         """(len(rows), width) int64: each row's ids, optionally after `before` and followed by `after`, then PAD."""
         lengths, shift = self.lengths[rows], int(before is not None)

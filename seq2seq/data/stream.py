@@ -41,15 +41,6 @@ FORMAT = "seq2seq shards v1"  # change it when what a shard holds changes: every
 POOL_STREAM = 11  # keeps the shuffle of the shards apart from the other draws of an epoch
 
 
-def ragged_arrays(lengths: np.ndarray, values: np.ndarray) -> Ragged:
-    """A Ragged over ids already stored flat (`lengths` of each sequence, `values` of all)."""
-    ragged = Ragged.__new__(Ragged)
-    ragged.lengths = lengths.astype(np.int64, copy=False)
-    ragged.offsets = np.concatenate([[0], np.cumsum(ragged.lengths)])
-    ragged.values = values
-    return ragged
-
-
 def _flat(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs))
     values = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int32, count=int(lengths.sum()))
@@ -179,7 +170,7 @@ class ShardStore:
                 s, t = z["src_ids"], z["tgt_ids"]
             src_ids[at_src : at_src + len(s)], tgt_ids[at_tgt : at_tgt + len(t)] = s, t
             at_src, at_tgt = at_src + len(s), at_tgt + len(t)
-        return ragged_arrays(src_len, src_ids), ragged_arrays(tgt_len, tgt_ids)
+        return Ragged.from_flat(src_len, src_ids), Ragged.from_flat(tgt_len, tgt_ids)
 
 
 def store_key(*parts: bytes) -> str:
