@@ -54,12 +54,16 @@ TOY_OVERRIDES = [
 ]
 
 
-@pytest.fixture
-def toy_data(tmp_path, monkeypatch) -> Path:
-    root = write_toy_corpus(tmp_path / "data")
+def use_data(root: Path, tmp_path: Path, monkeypatch) -> Path:
+    """Point SEQ2SEQ_DATA at `root` and the download cache at the test's own folder; returns `root`."""
     monkeypatch.setenv("SEQ2SEQ_DATA", str(root))
     monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
     return root
+
+
+@pytest.fixture
+def toy_data(tmp_path, monkeypatch) -> Path:
+    return use_data(write_toy_corpus(tmp_path / "data"), tmp_path, monkeypatch)
 
 
 def toy_recipe(*overrides: str):

@@ -28,7 +28,7 @@ from seq2seq.data.corpora import DataError
 from seq2seq.data.series import load_series
 from seq2seq.trainer import TrainingDiverged
 
-from .conftest import ROOT, TOY_OVERRIDES, toy_recipe, write_toy_corpus
+from .conftest import ROOT, TOY_OVERRIDES, toy_recipe, use_data, write_toy_corpus
 from .test_regression import SMALL, noisy_sine, write_csv
 
 # A few seconds of training on a 300-pair toy corpus; one thread, fp32: runs that should agree agree bit for bit
@@ -44,9 +44,7 @@ def tiny_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_data(tiny_root, tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SEQ2SEQ_DATA", str(tiny_root))
-    monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
-    return tiny_root
+    return use_data(tiny_root, tmp_path, monkeypatch)
 
 
 def train_in_process(run_dir: Path, *overrides: str, resume: bool = False):

@@ -22,7 +22,7 @@ from seq2seq.data.batching import Mixture, PairBatches, mixture_rows
 from seq2seq.data.corpora import DataError
 from seq2seq.data.parallel import load_parallel
 
-from .conftest import ROOT, TOY_OVERRIDES, toy_recipe, write_toy_corpus
+from .conftest import ROOT, TOY_OVERRIDES, toy_recipe, use_data, write_toy_corpus
 
 OTHER_SRC = [f"u{c}" for c in "abcdefghij"]  # the second corpus's words: none of them in the toy pair
 OTHER_TGT = [f"U{c}" for c in "ABCDEFGHIJ"]
@@ -51,9 +51,7 @@ def mixed_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def mixed_data(mixed_root, tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SEQ2SEQ_DATA", str(mixed_root))
-    monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
-    return mixed_root
+    return use_data(mixed_root, tmp_path, monkeypatch)
 
 
 def fit(run: Path, *overrides: str, resume: bool = False):

@@ -157,11 +157,15 @@ class ShardStore:
         """The sorted ids of the pieces seen on the target side, and EOS (as build/translation.py's target_pieces)."""
         return np.union1d(np.flatnonzero(self.seen), [EOS]).tolist()
 
+    def rows(self, shards) -> np.ndarray:
+        """The numbers of the pairs of `shards`, one shard after the other."""
+        return np.concatenate([np.arange(self.starts[i], self.starts[i + 1]) for i in shards])
+
     def load(self, shards: list[int]) -> tuple[Ragged, Ragged]:
         """The ids of `shards`, one after the other, as source and target Ragged (read one shard at a time into
         arrays of the pool's size: memory holds the pool and one shard, not the pool twice)."""
-        rows = [np.arange(self.starts[i], self.starts[i + 1]) for i in shards]
-        src_len, tgt_len = (np.concatenate([lengths[r] for r in rows]) for lengths in (self.src_len, self.tgt_len))
+        rows = self.rows(shards)
+        src_len, tgt_len = self.src_len[rows], self.tgt_len[rows]
         src_ids = np.empty(int(src_len.sum(dtype=np.int64)), dtype=np.int32)
         tgt_ids = np.empty(int(tgt_len.sum(dtype=np.int64)), dtype=np.int32)
         at_src = at_tgt = 0
@@ -203,7 +207,7 @@ class ShardBatches:
 
     def pool_batches(self, epoch: int, p: int, shards: np.ndarray) -> list[np.ndarray]:
         """The batches of pool p as rows of the pool's pairs (its shards' pairs one after the other)."""
-        rows = np.concatenate([np.arange(self.store.starts[i], self.store.starts[i + 1]) for i in shards])
+        rows = self.store.rows(shards)
         return token_budget_batches(self.store.tgt_len[rows] + 1, self.store.src_len[rows], self.budget, self.seed,
                                     (epoch, POOL_STREAM, p))  # fmt: skip
 
