@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq.build import (
+from seq2seq.tasks import (
     build_model,
     build_optimizer,
     target_pieces,

@@ -116,7 +116,7 @@ class DecodeConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def load_options(self) -> dict[str, Any]:
-        """Keyword arguments of `Translator.from_run` (build.load_for_inference): what a model is loaded with."""
+        """Keyword arguments of `Translator.from_run` (tasks.translation.load_for_inference): what a model is loaded with."""
         options = {"precision": self.precision, "shortlist": not self.full_vocabulary}
         if self.max_len_ratio is not None:
             options["max_len_ratio"] = self.max_len_ratio

@@ -159,7 +159,7 @@ def _main(argv: list[str] | None) -> int:
     if args.output is None and not args.run_dirs[0].is_dir():  # --checkpoint FILE needs no run directory
         raise UsageError(f"run directory {args.run_dirs[0]} does not exist to hold the translations: give --output")
     files = file_pair(args.src, args.ref) if args.src else None  # misaligned files fail before the model loads
-    from seq2seq.build import run_task
+    from seq2seq.tasks import run_task
 
     if run_task(args.run_dirs[0], args.checkpoint) == "lm":
         return language_model(args)
@@ -194,7 +194,7 @@ def language_model(args: argparse.Namespace) -> int:
     """The exact perplexity of a language model's split."""
     if args.src or args.sacrebleu:
         raise UsageError("a language model is scored on a split of its corpus: give --split (train | valid | test)")
-    from seq2seq.build import lm_split_perplexity
+    from seq2seq.tasks import lm_split_perplexity
 
     split = args.split or DEFAULT_SPLIT
     r = lm_split_perplexity(args.run_dirs[0], split, args.checkpoint, args.device)

@@ -147,7 +147,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def model_from_payload(payload: dict) -> torch.nn.Module:
     """The model of a checkpoint payload in float32, for evaluation (eval mode)."""
-    from seq2seq.build import build_model, tokenizers_from
+    from seq2seq.tasks import build_model, tokenizers_from
     from seq2seq.config import recipe_from_dict
 
     src, tgt = tokenizers_from(payload)

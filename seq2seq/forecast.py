@@ -32,7 +32,7 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_runs([args.run_dir], args.checkpoint)  # a run or checkpoint that is not there: a usage error (exit 2)
     apply(runtime_from_args(args))  # the options, else the defaults: not the recipe of the machine that trained
-    from seq2seq.build import load_regressor, series_split
+    from seq2seq.tasks import load_regressor, series_split
     from seq2seq.forecasting import forecast, report
 
     recipe, model, scaler = load_regressor(args.run_dir, args.checkpoint)

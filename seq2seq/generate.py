@@ -62,7 +62,7 @@ def _main(argv: list[str] | None) -> int:
     args, config = parse_args(argv)
     apply(runtime_from_args(args))  # threads, malloc, kernels: before the first model is built
     check_runs([args.run_dir], args.checkpoint)
-    from seq2seq.build import load_language_model
+    from seq2seq.tasks import load_language_model
 
     _, model, vocab = load_language_model(args.run_dir, args.checkpoint, args.device)
     generator = config.generator()  # one for every prompt: sampling goes on from prompt to prompt

@@ -16,7 +16,7 @@ nothing; Python code that wants the commands' settings calls `apply(RuntimeConfi
 `train.threads` is the older name of `runtime.threads`. `fold_train_threads(recipe)` moves it into the runtime
 section with a FutureWarning, so a recipe or an override that still gives it trains as before (where both are given,
 train.threads is the one used, as it always was). The shipped recipes give `runtime.threads`; `train.threads` goes
-once no recipe or command in use gives it (TrainConfig keeps it until then, and `build` still applies it for Python
+once no recipe or command in use gives it (TrainConfig keeps it until then, and `tasks` still applies it for Python
 callers of `build_training`).
 """
 

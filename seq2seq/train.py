@@ -96,7 +96,7 @@ def _main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or Path("runs") / recipe.name
     check_run_dir(run_dir, args.resume)
     apply(runtime_from_args(args, recipe.runtime))  # before torch builds its first kernel
-    from seq2seq.build import build_training, resolve_device  # heavy imports once the recipe is valid
+    from seq2seq.tasks import build_training, resolve_device  # heavy imports once the recipe is valid
 
     if recipe.train.precision == "fp16" and resolve_device(recipe.train.device).type != "cuda":
         raise ConfigError("train.precision fp16 needs a CUDA GPU, and torch sees none; use bf16 or fp32")

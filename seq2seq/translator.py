@@ -91,8 +91,8 @@ class Translator:
     def from_run(cls, run_dirs: str | Path | Sequence[str | Path], which: str = "best", device: str = "auto",
                  decode: DecodeConfig | None = None, **kwargs) -> Translator:  # fmt: skip
         """decode: what the model loads with (precision, full_vocabulary) and the defaults of max_len_ratio and
-        inter_threads (`DecodeConfig.load_options`); kwargs: those of build.load_for_inference, which win."""
-        from seq2seq.build import load_for_inference  # build imports this module
+        inter_threads (`DecodeConfig.load_options`); kwargs: those of tasks.translation.load_for_inference, which win."""
+        from seq2seq.tasks import load_for_inference  # tasks imports this module
 
         return load_for_inference(run_dirs, which, device, **{**(decode.load_options() if decode else {}), **kwargs})
 

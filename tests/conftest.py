@@ -84,7 +84,7 @@ def toy_run_seen(tmp_path_factory) -> Path:
 
 
 def train_toy_run(root: Path, *overrides: str) -> Path:
-    from seq2seq.build import build_training
+    from seq2seq.tasks import build_training
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEQ2SEQ_DATA", str(write_toy_corpus(root / "data")))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from seq2seq import average, checkpoint, evaluate, generate, score, translate
-from seq2seq.build import build_model
+from seq2seq.tasks import build_model
 from seq2seq.cli import UsageError
 from seq2seq.config import load_recipe
 

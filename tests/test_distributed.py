@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from seq2seq.build import build_training
+from seq2seq.tasks import build_training
 from seq2seq.data.batching import PairBatches, collate
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build import build_training
+from seq2seq.tasks import build_training
 from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.corpora import DataError
@@ -371,7 +371,7 @@ def test_a_non_finite_validation_is_never_best_and_metrics_stay_json(series_run)
 
 
 def test_scores_json_is_valid_json_when_a_forecast_is_not_finite(series_run, tmp_path, capsys):
-    from seq2seq.build import load_regressor, series_split
+    from seq2seq.tasks import load_regressor, series_split
     from seq2seq.forecasting import forecast, report
 
     run, _ = series_run

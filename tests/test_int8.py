@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq.build import load_for_inference
+from seq2seq.tasks import load_for_inference
 from seq2seq.models.int8 import (
     Int8Linear,
     default_kernel,

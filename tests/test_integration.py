@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from seq2seq import checkpoint, runlog
-from seq2seq.build import build_training, load_for_inference, target_vocabulary
+from seq2seq.tasks import build_training, load_for_inference, target_vocabulary
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
 from seq2seq.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
@@ -213,7 +213,7 @@ def test_a_device_that_is_not_there_is_a_one_line_error(toy_run):
 
 
 def test_int8_on_cuda_is_a_clear_error_before_loading(toy_run, monkeypatch):
-    from seq2seq.build import translation
+    from seq2seq.tasks import translation
 
     monkeypatch.setattr(translation, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(translation.checkpoint, "load", lambda path: pytest.fail("loaded a checkpoint first"))
@@ -222,7 +222,7 @@ def test_int8_on_cuda_is_a_clear_error_before_loading(toy_run, monkeypatch):
 
 
 def test_decoding_precision_is_float32_on_a_gpu_by_default_and_can_be_chosen(toy_run):
-    from seq2seq.build import translation
+    from seq2seq.tasks import translation
 
     assert translation.decode_precision("bf16", torch.device("cuda")) == "fp32"
     assert translation.decode_precision("fp16", torch.device("cuda", 0)) == "fp32"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build import build_training, load_for_inference
+from seq2seq.tasks import build_training, load_for_inference
 from seq2seq.trainer import kept_checkpoints
 
 from .conftest import toy_recipe

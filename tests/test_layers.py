@@ -21,7 +21,7 @@ LAYERS = [
     ("models", ["seq2seq.models", "seq2seq.losses"]),
     ("search and training", ["seq2seq.search", "seq2seq.ensemble", "seq2seq.checkpoint", "seq2seq.runlog",
                              "seq2seq.plots", "seq2seq.trainer", "seq2seq.forecasting"]),
-    ("composition", ["seq2seq.build", "seq2seq.translator", "seq2seq.model_card"]),
+    ("composition", ["seq2seq.tasks", "seq2seq.translator", "seq2seq.model_card"]),
     ("entry points", ["seq2seq.prompt", "seq2seq.batcher", "seq2seq.serving",
                       "seq2seq.hub", "seq2seq.export", "seq2seq.onnx_greedy", "seq2seq.train", "seq2seq.translate",
                       "seq2seq.evaluate", "seq2seq.generate", "seq2seq.forecast", "seq2seq.serve", "seq2seq.score",

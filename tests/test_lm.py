@@ -72,7 +72,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory) -> Path:
     """A tiny language model trained for 60 steps (bf16 autocast, a few seconds)."""
-    from seq2seq.build import build_training
+    from seq2seq.tasks import build_training
 
     root = tmp_path_factory.mktemp("lm")
     with pytest.MonkeyPatch.context() as mp:
@@ -248,7 +248,7 @@ def test_sentencepiece_vocabulary_round_trips_and_keeps_corpus_unk():
 
 
 def test_sentencepiece_language_model_reports_word_level_perplexity(tiny_ptb, tmp_path, capsys):
-    from seq2seq.build import build_training
+    from seq2seq.tasks import build_training
 
     recipe = load_recipe(ROOT / "recipes/lm-ptb.yaml", [*TINY, "data.tokens=sentencepiece", "data.vocab_size=40",
                                                         "train.max_steps=20", "train.valid_every=10"])  # fmt: skip

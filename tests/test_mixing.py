@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build import build_training, train_tokenizers
-from seq2seq.build.translation_data import tokenizer_sample, training_corpora, validation_sets
+from seq2seq.tasks import build_training, train_tokenizers
+from seq2seq.tasks.translation_data import tokenizer_sample, training_corpora, validation_sets
 from seq2seq.config import ConfigError, load_recipe
 from seq2seq.data.batching import Mixture, PairBatches, mixture_rows
 from seq2seq.data.corpora import DataError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.build import build_training, load_regressor, series_split
+from seq2seq.tasks import build_training, load_regressor, series_split
 from seq2seq.config import ConfigError, load_recipe
 from seq2seq.data.corpora import DataError
 from seq2seq.data.series import Scaler, WindowBatches, chronological_split, load_series, windows

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.build import series_split
+from seq2seq.tasks import series_split
 from seq2seq.config import load_recipe
 from seq2seq.data.series import Scaler
 from seq2seq.forecasting import forecast, next_day_scores

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.build import build_training
+from seq2seq.tasks import build_training
 from seq2seq.config import ConfigError
 from seq2seq.data import stream
 from seq2seq.data.batching import batch_bounds, token_budget_batches

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from seq2seq import runlog
-from seq2seq.build import build_training
+from seq2seq.tasks import build_training
 from seq2seq.config import ConfigError
 
 from .conftest import toy_recipe

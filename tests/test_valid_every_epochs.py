@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from seq2seq.build import build_training
+from seq2seq.tasks import build_training
 
 from .conftest import toy_recipe
 

@@ -15,7 +15,7 @@ from .conftest import toy_pair, toy_recipe
 def untrained_run(folder: Path, *overrides: str) -> Path:
     """FOLDER/run with best.pt and last.pt of one untrained model (BPE pieces, so any text is segmented)."""
     from seq2seq import checkpoint
-    from seq2seq.build import build_model, train_tokenizers
+    from seq2seq.tasks import build_model, train_tokenizers
 
     recipe = toy_recipe("tokenizer.model_type=bpe", *overrides)
     rng = random.Random(0)

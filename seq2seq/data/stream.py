@@ -154,7 +154,7 @@ class ShardStore:
         return len(self.src_len)
 
     def target_pieces(self) -> list[int]:
-        """The sorted ids of the pieces seen on the target side, and EOS (as build/translation.py's target_pieces)."""
+        """The sorted ids of the pieces seen on the target side, and EOS (as tasks/translation.py's target_pieces)."""
         return np.union1d(np.flatnonzero(self.seen), [EOS]).tolist()
 
     def rows(self, shards) -> np.ndarray:

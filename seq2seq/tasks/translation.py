@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from seq2seq import checkpoint
-from seq2seq.build.common import (
+from seq2seq.tasks.common import (
     build_model,
     build_optimizer,
     check_task,
@@ -22,7 +22,7 @@ from seq2seq.build.common import (
     resolve_device,
     write_recipe,
 )
-from seq2seq.build.translation_data import (  # (tokenize, train_tokenizers: also seq2seq.build's)
+from seq2seq.tasks.translation_data import (  # (tokenize, train_tokenizers: also seq2seq.tasks's)
     ValidationSet,
     shard_store,
     tokenize,

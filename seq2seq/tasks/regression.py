@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer, write_recipe
+from seq2seq.tasks.common import build_model, build_optimizer, write_recipe
 from seq2seq.config import Recipe, recipe_from_dict
 from seq2seq.data.corpora import corpus_file
 from seq2seq.data.series import (

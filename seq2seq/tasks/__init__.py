@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build.common import build_model, build_optimizer, resolve_device
-from seq2seq.build.lm import lm_split_perplexity, lm_training, load_language_model
-from seq2seq.build.regression import load_regressor, regression_training, series_split
-from seq2seq.build.translation import (
+from seq2seq.tasks.common import build_model, build_optimizer, resolve_device
+from seq2seq.tasks.lm import lm_split_perplexity, lm_training, load_language_model
+from seq2seq.tasks.regression import load_regressor, regression_training, series_split
+from seq2seq.tasks.translation import (
     load_for_inference,
     target_pieces,
     target_vocabulary,

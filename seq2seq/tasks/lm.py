@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.build.common import (
+from seq2seq.tasks.common import (
     build_model,
     build_optimizer,
     check_task,
