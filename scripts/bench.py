@@ -46,14 +46,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq.tasks import (
-    build_model,
-    build_optimizer,
-    target_pieces,
-    target_vocabulary,
-    tokenize,
-    train_tokenizers,
-)
 from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.parallel import load_parallel
@@ -62,6 +54,14 @@ from seq2seq.kernels.activation import cpu_tanh
 from seq2seq.models.int8 import Int8Linear, default_kernel
 from seq2seq.models.step import Shortlist
 from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
+from seq2seq.tasks import (
+    build_model,
+    build_optimizer,
+    target_pieces,
+    target_vocabulary,
+    tokenize,
+    train_tokenizers,
+)
 from seq2seq.trainer import autocast
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -266,7 +266,8 @@ def bench_train(args) -> None:
             # shapes; the second is the steady state of training after its first epoch (every epoch has the same
             # batch shapes), and the speed quoted
             timed = batches[3:]
-            step = partial(train_step, model, opt, scaler, recipe.train.precision, device)
+            step = partial(train_step, model, opt, scaler, recipe.train.precision, device,
+                           label_smoothing=recipe.train.label_smoothing)  # fmt: skip
             for i, batch in enumerate(batches[:3] + timed + timed):
                 if i in (3, 3 + len(timed)):
                     sync(device)
@@ -294,10 +295,10 @@ def bench_train(args) -> None:
             del model, opt, step
 
 
-def train_step(model, opt, scaler, precision: str, device: torch.device, batch) -> int:
+def train_step(model, opt, scaler, precision: str, device: torch.device, batch, label_smoothing: float = 0.0) -> int:
     """One training step as the trainer takes it (loss over the batch's target tokens, clipping at 1); the count."""
     with autocast(device, precision):
-        loss, count = model.loss(batch.to(device))
+        loss, count = model.loss(batch.to(device), label_smoothing=label_smoothing)
     scaler.scale(loss / count).backward()
     scaler.unscale_(opt)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

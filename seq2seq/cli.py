@@ -246,3 +246,12 @@ def _commit(f: TextIO, tmp: Path, target: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def decode_lines(stream, first_line: int = 1):
+    """Yield decoded lines of a binary stream; invalid UTF-8 raises InputError naming the line."""
+    for number, raw in enumerate(stream, start=first_line):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise InputError(f"input line {number} is not valid UTF-8 ({e.reason} at byte {e.start})") from None

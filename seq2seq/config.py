@@ -192,7 +192,6 @@ class TrainConfig:
     seed: int = 1  # torch's seed and the batch order's
     device: str = "auto"  # auto (CUDA if torch sees a GPU) | cpu | cuda | cuda:N | mps
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast dtype; fp16 only on CUDA
-    threads: int = 0  # CPU intra-op threads (0 = torch's default)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # the optimizer
     lr: float = 1e-3  # the peak learning rate
     betas: tuple[float, float] = (0.9, 0.999)  # adam | adamw: decay rates of the moment estimates
@@ -227,7 +226,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_range(self, "train", "[0, 2**63)", "seed")
         _check_range(self, "train", "> 0", "lr", "decode_max_ratio")
-        _check_range(self, "train", ">= 0", "threads", "weight_decay", "min_lr", "clip_norm", "warmup_steps",
+        _check_range(self, "train", ">= 0", "weight_decay", "min_lr", "clip_norm", "warmup_steps",
                      "max_steps", "max_epochs", "max_minutes", "early_stopping", "keep_checkpoints")  # fmt: skip
         _check_range(self, "train", ">= 1", "batch_tokens", "plateau_patience", "log_every")
         _check_range(self, "train", "[0, 1)", "betas", "momentum", "decay_start", "label_smoothing")
@@ -316,9 +315,7 @@ class RuntimeConfig:
     the command-line option of the same name (--threads, --allocator, --tanh, --onednn-cache, --int8-kernel) wins
     over the recipe. They change speed and memory, and results at most by rounding."""
 
-    # CPU intra-op threads (0 = torch's default); train.threads, the older name of this key, replaces it where a
-    # recipe or an override still gives it
-    threads: int = 0
+    threads: int = 0  # CPU intra-op threads (0 = torch's default)
     # reuse: glibc serves large blocks from the heap and keeps freed memory (faster steps, more resident memory;
     # docs/speed.md) | system: malloc as it is
     allocator: Literal["reuse", "system"] = "reuse"
@@ -336,20 +333,15 @@ class RuntimeConfig:
         _check_range(self, "runtime", ">= 0", "threads", "onednn_cache")
 
 
-# Which section types each task takes; a task without a tokenizer section maps it to None.
-TASKS: dict[str, dict[str, type | None]] = {
-    "translation": {"data": DataConfig, "tokenizer": TokenizerConfig, "model": TranslationModelConfig},
-    "regression": {"data": SeriesDataConfig, "tokenizer": None, "model": RegressorModelConfig},
-    "lm": {"data": LMDataConfig, "tokenizer": None, "model": LMModelConfig},
-}
-
-
 @dataclass(frozen=True)
 class Recipe:
+    """A validated recipe. `recipe_from_dict` returns the task's subclass (TranslationRecipe, LMRecipe,
+    RegressionRecipe), whose data, tokenizer and model sections carry their own types."""
+
     name: str  # the run's name, hence its directory runs/<name>: a plain file name
     task: str  # translation | lm | regression
-    data: Any  # the task's data section (DataConfig for translation)
-    tokenizer: Any  # TokenizerConfig, or None for tasks without text
+    data: Any  # the task's data section
+    tokenizer: Any  # the task's tokenizer section, None for tasks without one
     model: Any  # the task's model section
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # process-wide settings (every task)
@@ -357,8 +349,6 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.name.strip() or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
             raise ConfigError(f"name must be a plain file name (it becomes runs/<name>), got {_show(self.name)}")
-        if self.task == "translation" and self.model.share_embeddings and not self.tokenizer.joint:
-            raise ConfigError("model.share_embeddings needs tokenizer.joint: true (one vocabulary for both sides)")
         if self.train.precision == "fp16" and self.train.device == "cpu":  # `auto` is checked once it is resolved
             raise ConfigError("train.precision fp16 needs train.device: cuda; on a CPU use bf16 or fp32")
 
@@ -367,17 +357,53 @@ class Recipe:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class TranslationRecipe(Recipe):
+    data: DataConfig
+    tokenizer: TokenizerConfig
+    model: TranslationModelConfig
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model.share_embeddings and not self.tokenizer.joint:
+            raise ConfigError("model.share_embeddings needs tokenizer.joint: true (one vocabulary for both sides)")
+
+
+@dataclass(frozen=True)
+class LMRecipe(Recipe):
+    data: LMDataConfig
+    tokenizer: None
+    model: LMModelConfig
+
+
+@dataclass(frozen=True)
+class RegressionRecipe(Recipe):
+    data: SeriesDataConfig
+    tokenizer: None
+    model: RegressorModelConfig
+
+
+# Each task's recipe type and the types of its sections; a task without a tokenizer section maps it to None.
+RECIPES: dict[str, type[Recipe]] = {"translation": TranslationRecipe, "regression": RegressionRecipe, "lm": LMRecipe}
+TASKS: dict[str, dict[str, type | None]] = {
+    "translation": {"data": DataConfig, "tokenizer": TokenizerConfig, "model": TranslationModelConfig},
+    "regression": {"data": SeriesDataConfig, "tokenizer": None, "model": RegressorModelConfig},
+    "lm": {"data": LMDataConfig, "tokenizer": None, "model": LMModelConfig},
+}
+
+
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
-    """Read a YAML recipe (and its bases), apply dotted `key=value` overrides, validate everything."""
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), saved: bool = False) -> Recipe:
+    """Read a YAML recipe (and its bases), apply dotted `key=value` overrides, validate everything. saved: the file
+    is a run's recipe.yaml (`recipe_from_dict`)."""
     path = Path(path)
     raw = _read_with_bases(path, ())
     raw.setdefault("name", path.stem)
     for item in overrides:
         apply_override(raw, item)
-    return recipe_from_dict(raw)
+    return recipe_from_dict(raw, saved)
 
 
 def _read_with_bases(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
@@ -486,7 +512,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = _parse_yaml(value, f"override {item!r}") if value.strip() else ""
 
 
-def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+def recipe_from_dict(raw: dict[str, Any], saved: bool = False) -> Recipe:
+    """The validated recipe of plain values. saved: `raw` is a trained run's recipe (recipe.yaml, a checkpoint's),
+    which may hold keys that older versions wrote and that no longer have a meaning for loading it."""
+    raw = _without_moved_keys(raw, saved)
     task = raw.get("task", DEFAULT_TASK)
     if not isinstance(task, str) or task not in TASKS:
         near = difflib.get_close_matches(str(task), list(TASKS), n=1)
@@ -496,7 +525,25 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     _check_keys(raw, ["name", "task", *(k for k, v in types_.items() if v is not None)], prefix="")
     sections = {name: _build(cls, {} if raw.get(name) is None else raw[name], name) if cls else None
                 for name, cls in types_.items()}  # fmt: skip
-    return Recipe(name=_coerce(raw.get("name"), str, "name"), task=task, **sections)
+    return RECIPES[task](name=_coerce(raw.get("name"), str, "name"), task=task, **sections)
+
+
+# Keys that moved to another section: a recipe that gives them is told where they went. A saved recipe may hold
+# them (older versions wrote every default); they are dropped there, since they were process settings of the
+# machine that trained, not of the model.
+MOVED_KEYS = {("train", "threads"): "runtime.threads"}
+
+
+def _without_moved_keys(raw: dict[str, Any], saved: bool) -> dict[str, Any]:
+    for (section, key), new in MOVED_KEYS.items():
+        values = raw.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        if not saved and values[key] not in (0, None):
+            raise ConfigError(f"{section}.{key} is now {new}: give {new}={values[key]} (or the option "
+                              f"--{new.split('.')[-1]} {values[key]})")  # fmt: skip
+        raw = {**raw, section: {k: v for k, v in values.items() if k != key}}
+    return raw
 
 
 def _check_keys(given: dict[str, Any], valid: list[str], prefix: str) -> None:

@@ -69,29 +69,30 @@ def export(run_dir: str | Path, out_dir: str | Path, which: str = "best", onnx: 
     source = checkpoint.find(run_dir, which)
     if source.is_dir():
         raise UsageError(f"{run_dir} is already an exported model folder; copy it, or export its run directory")
+    from seq2seq.tasks import TranslationPayload
+
     payload = checkpoint.load(source)
-    if payload["recipe"].get("task", "translation") != "translation":
-        raise UsageError(f"export handles translation models; {source} is a {payload['recipe']['task']} model")
-    if onnx and payload["recipe"].get("model", {}).get("cell", "lstm") != "lstm":  # before anything is written
-        raise UsageError(f"--onnx handles LSTM models; {source} has {payload['recipe']['model']['cell']} cells")
+    extra = TranslationPayload.read(payload, source)  # a usage error for another task's run: export is translation's
+    if onnx and extra.recipe.model.cell != "lstm":  # before anything is written
+        raise UsageError(f"--onnx handles LSTM models; {source} has {extra.recipe.model.cell} cells")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_exported(out))):
         raise UsageError(f"{out} exists and is not an exported model folder: choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     tensors, aliases = split_tied(payload["model"])
-    files = tokenizer_files(payload["tokenizers"])
+    files = tokenizer_files(extra.tokenizers)
     target_ids = payload["model"].get("target_ids")
     config: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "task": "translation", "weights": WEIGHTS, "recipe": RECIPE,
         "tokenizers": files, "tied": aliases,
         "target_ids": None if target_ids is None else target_ids.tolist(),  # decoder column j = piece target_ids[j]
-        "target_pieces": payload.get("target_pieces"),  # greedy search's shortlist (models without target_ids)
+        "target_pieces": extra.target_pieces,  # greedy search's shortlist (models without target_ids)
         "trained": {"run": Path(run_dir).name, "checkpoint": source.name, **_progress(payload)},
     }  # fmt: skip
     checkpoint.write_atomic(out / WEIGHTS, lambda f: f.write(_safetensors_bytes(tensors)))
     for side, name in files.items():
-        checkpoint.write_atomic(out / name, payload["tokenizers"][side])
-    checkpoint.write_atomic(out / RECIPE, yaml.safe_dump(payload["recipe"], sort_keys=False))
+        checkpoint.write_atomic(out / name, extra.tokenizers[side])
+    checkpoint.write_atomic(out / RECIPE, yaml.safe_dump(extra.recipe.to_dict(), sort_keys=False))
     if onnx:
         from seq2seq.models.onnx_graphs import export_onnx
 
@@ -147,11 +148,11 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def model_from_payload(payload: dict) -> torch.nn.Module:
     """The model of a checkpoint payload in float32, for evaluation (eval mode)."""
-    from seq2seq.tasks import build_model, tokenizers_from
-    from seq2seq.config import recipe_from_dict
+    from seq2seq.tasks import TranslationPayload, build_model
 
-    src, tgt = tokenizers_from(payload)
-    model = build_model(recipe_from_dict(payload["recipe"]), len(src), len(tgt), payload["model"].get("target_ids"))
+    extra = TranslationPayload.read(payload, "the checkpoint")
+    src, tgt = extra.tokenizer_pair()
+    model = build_model(extra.recipe, len(src), len(tgt), payload["model"].get("target_ids"))
     model.load_state_dict(payload["model"])
     return model.float().eval()
 

@@ -32,10 +32,10 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_runs([args.run_dir], args.checkpoint)  # a run or checkpoint that is not there: a usage error (exit 2)
     apply(runtime_from_args(args))  # the options, else the defaults: not the recipe of the machine that trained
-    from seq2seq.tasks import load_regressor, series_split
     from seq2seq.forecasting import forecast, report
+    from seq2seq.tasks import get, series_split
 
-    recipe, model, scaler = load_regressor(args.run_dir, args.checkpoint)
+    recipe, model, scaler = get("regression").load(args.run_dir, args.checkpoint)
     series, split = series_split(recipe)
     window = recipe.data.window
     result = forecast(model, series, split, scaler, window, args.horizon or window)

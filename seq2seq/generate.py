@@ -62,9 +62,9 @@ def _main(argv: list[str] | None) -> int:
     args, config = parse_args(argv)
     apply(runtime_from_args(args))  # threads, malloc, kernels: before the first model is built
     check_runs([args.run_dir], args.checkpoint)
-    from seq2seq.tasks import load_language_model
+    from seq2seq import tasks
 
-    _, model, vocab = load_language_model(args.run_dir, args.checkpoint, args.device)
+    _, model, vocab = tasks.get("lm").load(args.run_dir, args.checkpoint, args.device)
     generator = config.generator()  # one for every prompt: sampling goes on from prompt to prompt
 
     def answer(prompt: str) -> None:
@@ -78,10 +78,10 @@ def _main(argv: list[str] | None) -> int:
 
         prompt_loop(lambda line: answer(line.strip()), "Type the start of a text and press Enter")
         return 0
-    from seq2seq.translate import read_lines
+    from seq2seq.cli import decode_lines
 
     binary = getattr(sys.stdin, "buffer", None)
-    for line in read_lines(binary) if binary is not None else sys.stdin:  # InputError: what came before is out
+    for line in decode_lines(binary) if binary is not None else sys.stdin:  # InputError: what came before is out
         answer(line.strip())
     return 0
 

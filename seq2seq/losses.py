@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.kernels.nll import SmoothedNLL
+from seq2seq.kernels.nll import smoothed_nll
 from seq2seq.tokenizer import PAD
 
 
@@ -14,14 +14,12 @@ def token_nll(
 ) -> tuple[Tensor, int]:
     """logits (B, T, V), targets (B, T) with PAD ignored -> (summed loss in float32, number of real tokens).
 
-    The loss is F.cross_entropy's (label-smoothed: (1 - ε)·NLL + ε·mean over the vocabulary of -log p). On the CPU
-    it runs as `SmoothedNLL` (seq2seq/kernels/nll.py), on other devices as F.cross_entropy in float32.
+    The loss is F.cross_entropy's (label-smoothed: (1 - ε)·NLL + ε·mean over the vocabulary of -log p), computed by
+    `smoothed_nll` (seq2seq/kernels/nll.py: a blocked pass on the CPU, F.cross_entropy in float32 elsewhere).
     Pass `count` when it is known on the host: counting on a GPU makes the host wait for it."""
     flat, gold = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-    if logits.device.type == "cpu":  # the trainer backpropagates the loss divided by the count: scale for that
-        loss = SmoothedNLL.apply(flat, gold, label_smoothing, 1.0 / count if count else 1.0, PAD)
-    else:
-        loss = F.cross_entropy(flat.float(), gold, ignore_index=PAD, reduction="sum", label_smoothing=label_smoothing)
+    scale = 1.0 / count if count else 1.0  # the trainer backpropagates the loss divided by the count: scale for that
+    loss = smoothed_nll(flat, gold, label_smoothing, scale, PAD)
     return loss, int((targets != PAD).sum()) if count is None else count
 
 

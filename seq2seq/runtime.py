@@ -12,12 +12,6 @@ RuntimeConfig's defaults. A command that loads a trained run passes no recipe se
 not necessarily the one that trained. `apply` belongs at the top of a command's main, before the first oneDNN
 kernel is built (oneDNN reads its cache capacity then) and before large allocations. Importing the package changes
 nothing; Python code that wants the commands' settings calls `apply(RuntimeConfig())` itself.
-
-`train.threads` is the older name of `runtime.threads`. `fold_train_threads(recipe)` moves it into the runtime
-section with a FutureWarning, so a recipe or an override that still gives it trains as before (where both are given,
-train.threads is the one used, as it always was). The shipped recipes give `runtime.threads`; `train.threads` goes
-once no recipe or command in use gives it (TrainConfig keeps it until then, and `tasks` still applies it for Python
-callers of `build_training`).
 """
 
 from __future__ import annotations
@@ -26,10 +20,9 @@ import argparse
 import dataclasses
 import os
 import typing
-import warnings
 
 from seq2seq.cli import non_negative_int
-from seq2seq.config import Recipe, RuntimeConfig
+from seq2seq.config import RuntimeConfig
 
 ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"  # oneDNN's own variable; read when it builds its first kernel
 
@@ -64,20 +57,6 @@ def runtime_from_args(args: argparse.Namespace, recipe_runtime: RuntimeConfig | 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RuntimeConfig)
              if getattr(args, f.name, None) is not None}  # fmt: skip
     return dataclasses.replace(base, **given)
-
-
-def fold_train_threads(recipe: Recipe) -> Recipe:
-    """The recipe with its train.threads (the older name) moved to runtime.threads, which it replaces where both are
-    given (a command written for the older name, `recipes/lm-ptb-char.yaml train.threads=1`, runs as it did);
-    unchanged where train.threads is 0."""
-    old, new = recipe.train.threads, recipe.runtime.threads
-    if old == 0:
-        return recipe
-    replaced = f" (replacing runtime.threads={new})" if new not in (0, old) else ""
-    warnings.warn(f"train.threads is deprecated; give runtime.threads, the same setting: train.threads={old} is used"
-                  f"{replaced}", FutureWarning, stacklevel=2)  # fmt: skip
-    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, threads=0),
-                               runtime=dataclasses.replace(recipe.runtime, threads=old))  # fmt: skip
 
 
 def apply(runtime: RuntimeConfig) -> dict[str, str | int]:

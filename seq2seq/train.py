@@ -21,7 +21,7 @@ from pathlib import Path
 from seq2seq.checkpoint import lock_run_dir
 from seq2seq.cli import ArgumentParser, run_cli
 from seq2seq.config import ConfigError, RuntimeConfig, load_recipe
-from seq2seq.runtime import add_runtime_options, apply, fold_train_threads, runtime_from_args
+from seq2seq.runtime import add_runtime_options, apply, runtime_from_args
 
 
 def start_distributed() -> tuple[int, int]:
@@ -39,7 +39,7 @@ def start_distributed() -> tuple[int, int]:
 
 
 # What a resumed run may change: where and how long it runs and its process settings, not what it trains.
-RESUMABLE_CHANGES = {"name", "train.threads", "train.device", "train.max_minutes", "train.max_steps", "train.log_every",
+RESUMABLE_CHANGES = {"name", "train.device", "train.max_minutes", "train.max_steps", "train.log_every",
                      *(f"runtime.{f.name}" for f in dataclasses.fields(RuntimeConfig))}
 
 
@@ -50,7 +50,7 @@ def check_same_run(recipe, run_dir: Path, allow: bool = False) -> None:
     stored = run_dir / "recipe.yaml"
     if not stored.exists():
         return
-    before, now = _flat(load_recipe(stored).to_dict()), _flat(recipe.to_dict())
+    before, now = _flat(load_recipe(stored, saved=True).to_dict()), _flat(recipe.to_dict())
     changed = [f"{k} {before.get(k)} -> {now.get(k)}" for k in sorted(before.keys() | now.keys())
                if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]  # fmt: skip
     if changed and allow:
@@ -92,7 +92,7 @@ def _main(argv: list[str] | None = None) -> int:
                         help="with --resume: continue even where the recipe differs from the run's (printed)")
     add_runtime_options(parser)
     args = parser.parse_intermixed_args(argv)  # overrides may follow --run-dir
-    recipe = fold_train_threads(load_recipe(args.recipe, args.overrides))
+    recipe = load_recipe(args.recipe, args.overrides)
     run_dir = args.run_dir or Path("runs") / recipe.name
     check_run_dir(run_dir, args.resume)
     apply(runtime_from_args(args, recipe.runtime))  # before torch builds its first kernel

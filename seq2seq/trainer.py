@@ -1,6 +1,7 @@
 """The task-agnostic training loop: autocast, clip, step, schedule, validate, checkpoint, resume.
 
-It knows a model only by `model.loss(batch) -> (summed loss, count)`, data only by
+It knows a model only by its loss function, `loss(model, batch, step) -> (summed loss, count)` (by default
+`model.loss(batch)`; the task gives one where a step depends on the progress of training), data only by
 `data.epoch(epoch, start) -> iterator of (index in epoch, batch)` and validation only by `evaluate(model) -> dict`.
 """
 
@@ -84,15 +85,24 @@ def stop_requests() -> Iterator[list[bool]]:
             signal.signal(s, h)
 
 
+LossFunction = Callable[[torch.nn.Module, Any, int], tuple[torch.Tensor, int | torch.Tensor]]
+
+
+def model_loss(model: torch.nn.Module, batch, step: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+    """The default loss function: the model's own `loss(batch)`, the same at every step."""
+    return model.loss(batch)
+
+
 class _LossOf(torch.nn.Module):
-    """DDP synchronises gradients of what runs through forward(); this makes forward() the model's loss."""
+    """DDP synchronises gradients of what runs through forward(); this makes forward() the loss function applied to
+    the model."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, loss: LossFunction) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.loss = model, loss
 
-    def forward(self, batch):
-        return self.model.loss(batch)
+    def forward(self, batch, step: int):
+        return self.loss(self.model, batch, step)
 
 
 def kept_checkpoints(run_dir: Path) -> list[Path]:
@@ -113,8 +123,12 @@ class Trainer:
         device: torch.device,
         extra: dict[str, Any],
         is_main: bool = True,
+        loss: LossFunction = model_loss,
     ) -> None:
+        """loss: the summed training loss of a batch and its count, given the model, the batch (on `device`) and the
+        number of steps done before this one (0 at the first)."""
         self.model, self.optimizer, self.data, self.evaluate, self.cfg = model, optimizer, data, evaluate, cfg
+        self.loss = loss
         if not isinstance(cfg.valid_every, int):  # "1 epoch" -> steps, from this rank's batches in an epoch
             per_epoch = len(data) if hasattr(data, "__len__") else sum(1 for _ in data.epoch(1))
             self.cfg = cfg = cfg.resolve_epochs(per_epoch)
@@ -129,7 +143,7 @@ class Trainer:
         self.ddp, self.host_group = None, None
         if self.world > 1:  # gradients are all-reduced by DDP; see train_step for how the loss is scaled
             ids = [device.index] if device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(_LossOf(model), device_ids=ids)
+            self.ddp = torch.nn.parallel.DistributedDataParallel(_LossOf(model, loss), device_ids=ids)
             # Ranks agree to stop at every step over gloo, on host tensors: read back from a GPU, NCCL's result
             # would make the host wait for the step's kernels every step
             self.host_group = dist.new_group(backend="gloo")
@@ -205,10 +219,9 @@ class Trainer:
     def train_step(self, batch, lr: float) -> tuple[torch.Tensor, int | torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if hasattr(self.model, "set_step"):  # models whose training depends on progress (scheduled sampling)
-            self.model.set_step(self.progress.step)
         with autocast(self.device, self.cfg.precision):
-            loss_sum, count = (self.ddp or self.model.loss)(batch.to(self.device))
+            batch, step = batch.to(self.device), self.progress.step
+            loss_sum, count = self.ddp(batch, step) if self.ddp else self.loss(self.model, batch, step)
         # Nothing here reads a GPU value back on the host: the count comes from the CPU side of the batch and the
         # loss stays a device tensor until the loop logs it (every log_every steps).
         scale, reported = 1.0 / max(count, 1), loss_sum.detach().double()

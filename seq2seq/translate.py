@@ -24,6 +24,7 @@ from seq2seq.cli import (
     UsageError,
     atomic_output,
     check_runs,
+    decode_lines,
     existing_file,
     output_file,
     refuse_overwriting,
@@ -51,15 +52,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DecodeConfig
     return args, decode_config(args)
 
 
-def read_lines(stream, first_line: int = 1):
-    """Yield decoded lines of a binary stream; invalid UTF-8 raises InputError naming the line."""
-    for number, raw in enumerate(stream, start=first_line):
-        try:
-            yield raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as e:
-            raise InputError(f"input line {number} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-
-
 def format_n_best(translations) -> str:
     if len(translations) == 1:
         return translations[0].text
@@ -73,7 +65,7 @@ def translate_stream(translator, stream, out, config, options) -> int:
     batch_size); `options`: the rest of translate_n_best's keyword arguments (config.settings(), a generator)."""
     from seq2seq.translator import default_batch_size
 
-    lines = read_lines(stream)
+    lines = decode_lines(stream)
     size, done = (config.batch_size or default_batch_size(config.beam, translator.device)) * 16, 0
     while True:
         chunk, error = [], None

@@ -114,7 +114,7 @@ def real_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def keep_threads():
-    """A test that trains in-process with runtime.threads (or train.threads) sets torch's threads for the rest of
+    """A test that trains in-process with runtime.threads sets torch's threads for the rest of
     the test session: put them back."""
     threads = torch.get_num_threads()
     yield

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from seq2seq import average, checkpoint, evaluate, generate, score, translate
-from seq2seq.tasks import build_model
 from seq2seq.cli import UsageError
 from seq2seq.config import load_recipe
+from seq2seq.tasks import build_model
 
 from .conftest import ROOT
 from .untrained import untrained_run
@@ -143,8 +143,6 @@ def test_translating_a_language_model_or_a_regression_run_says_which_command_to_
         stdin_bytes(monkeypatch, b"a sentence\n")
         assert translate.main([str(tmp_path / run), "--device", "cpu"]) == 2
         assert words in one_error_line(capsys)
-    assert evaluate.main([str(tmp_path / "sp"), "--device", "cpu"]) == 2
-    assert "use python -m seq2seq.forecast" in one_error_line(capsys)
 
 
 def test_generate_on_a_translation_run_says_which_command_to_use(run, capsys):

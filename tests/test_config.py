@@ -195,7 +195,7 @@ BAD = [  # (recipe, override, the message's start)
     (EN_FR, "train.log_every=0", "train.log_every must be >= 1"),
     (EN_FR, "train.seed=-1", r"train.seed must be in \[0, 2\*\*63\)"),
     (EN_FR, f"train.seed={2**63}", r"train.seed must be in \[0, 2\*\*63\)"),
-    (EN_FR, "train.threads=-1", "train.threads must be >= 0"),
+    (EN_FR, "runtime.threads=-1", "runtime.threads must be >= 0"),
     (EN_FR, "train.max_steps=-1", "train.max_steps must be >= 0"),
     (EN_FR, "train.max_epochs=-1", "train.max_epochs must be >= 0"),
     (EN_FR, "train.early_stopping=-1", "train.early_stopping must be >= 0"),

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from seq2seq.tasks import build_training
 from seq2seq.data.batching import PairBatches, collate
+from seq2seq.tasks import build_training
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe
 

@@ -21,18 +21,18 @@ import pytest
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.tasks import build_training
 from seq2seq.config import load_recipe
 from seq2seq.data.batching import PairBatches
 from seq2seq.data.corpora import DataError
 from seq2seq.data.series import load_series
+from seq2seq.tasks import build_training
 from seq2seq.trainer import TrainingDiverged
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe, use_data, write_toy_corpus
 from .test_regression import SMALL, noisy_sine, write_csv
 
 # A few seconds of training on a 300-pair toy corpus; one thread, fp32: runs that should agree agree bit for bit
-TINY = [*TOY_OVERRIDES, "train.threads=1", "train.precision=fp32", "data.valid_limit=5", "train.valid_every=10",
+TINY = [*TOY_OVERRIDES, "runtime.threads=1", "train.precision=fp32", "data.valid_limit=5", "train.valid_every=10",
         "train.schedule=plateau"]  # fmt: skip
 TIMEOUT = 120  # seconds for any one process
 
@@ -313,7 +313,7 @@ def series_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQ2SEQ_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
     write_csv(tmp_path / "data", noisy_sine(300))
-    overrides = [*SMALL, "train.valid_every=5", "train.log_every=5", "train.max_steps=10", "train.threads=1"]
+    overrides = [*SMALL, "train.valid_every=5", "train.log_every=5", "train.max_steps=10", "runtime.threads=1"]
     build_training(load_recipe(ROOT / "recipes/sp500.yaml", overrides), tmp_path / "run", resume=False).fit()
     return tmp_path / "run", overrides
 
@@ -371,8 +371,8 @@ def test_a_non_finite_validation_is_never_best_and_metrics_stay_json(series_run)
 
 
 def test_scores_json_is_valid_json_when_a_forecast_is_not_finite(series_run, tmp_path, capsys):
-    from seq2seq.tasks import load_regressor, series_split
     from seq2seq.forecasting import forecast, report
+    from seq2seq.tasks import load_regressor, series_split
 
     run, _ = series_run
     recipe, model, scaler = load_regressor(run, "last")

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq.tasks import load_for_inference
 from seq2seq.models.int8 import (
     Int8Linear,
     default_kernel,
@@ -17,6 +16,7 @@ from seq2seq.models.int8 import (
     quantize_rows,
 )
 from seq2seq.models.recurrent import Recurrent
+from seq2seq.tasks import load_for_inference
 from seq2seq.translate import main as translate_main
 
 from .test_seq2seq import VARIANTS, collate, model, sentences

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from seq2seq import checkpoint, runlog
-from seq2seq.tasks import build_training, load_for_inference, target_vocabulary
 from seq2seq.data.parallel import load_parallel
 from seq2seq.metrics import bleu
+from seq2seq.tasks import build_training, load_for_inference, target_vocabulary
 from seq2seq.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 from seq2seq.translator import Translator, auto_inter_threads
 

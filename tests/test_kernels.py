@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.kernels import activation, int8, lstm, nll, padding, topk
+from seq2seq.kernels import activation, int8, linear, lstm, nll, padding, topk
 from seq2seq.kernels.dropout import dropout
 
 SHAPES = [(1, 1), (3, 5), (7, 40), (64, 129)]  # rows, hidden units (or columns)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # where a kernel chooses by device, each branch
 
 
 @pytest.fixture(params=activation.KINDS)
@@ -117,6 +118,90 @@ def test_smoothed_nll_and_its_gradient_equal_cross_entropy(rows, vocab, dtype, s
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(grad, logits.grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-4, atol=1e-5)
     assert torch.all(grad[::3] == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows, vocab", [(1, 7), (40, 3000)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_smoothed_nll_equals_the_reference_on_every_device(device, rows, vocab, dtype):
+    """`smoothed_nll`, the loss the models call: the blocked pass on the CPU (the same numbers as SmoothedNLL), the
+    reference elsewhere; the value and the gradient of the loss times `scale` are the reference's either way."""
+    torch.manual_seed(rows + vocab)
+    logits = (3 * torch.randn(rows, vocab)).to(device, dtype).requires_grad_()
+    targets = torch.randint(1, vocab, (rows,), device=device)
+    targets[::3] = 0
+    scale = 0.37
+    loss = nll.smoothed_nll(logits, targets, 0.1, scale, 0)
+    (scale * loss).backward()
+    grad, logits.grad = logits.grad, None
+    expected = nll.smoothed_nll_reference(logits, targets, 0.1, 0)
+    (scale * expected).backward()
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(grad, logits.grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-4, atol=1e-5)
+    if device == "cpu":
+        logits.grad = None
+        blocked = nll.SmoothedNLL.apply(logits, targets, 0.1, scale, 0)
+        (scale * blocked).backward()
+        assert torch.equal(loss, blocked) and torch.equal(grad, logits.grad)
+
+
+def test_smoothed_nll_chooses_its_path_by_device(monkeypatch):
+    """The blocked pass on the CPU only: with it removed the CPU fails, and a tensor of another device (meta, which
+    has shapes but no values) never reaches it."""
+
+    class Absent:
+        @staticmethod
+        def apply(*args):
+            raise AssertionError("the blocked pass ran")
+
+    monkeypatch.setattr(nll, "SmoothedNLL", Absent)
+    with pytest.raises(AssertionError, match="blocked pass ran"):
+        nll.smoothed_nll(torch.randn(4, 7), torch.tensor([1, 2, 0, 3]), 0.1)
+    loss = nll.smoothed_nll(torch.randn(4, 7, device="meta"), torch.zeros(4, dtype=torch.long, device="meta"), 0.1)
+    assert loss.device.type == "meta" and loss.shape == ()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows, inputs, outputs", [(1, 1, 1), (3, 8, 11), (40, 64, 1000)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_with_the_bias_in_the_matrix_product_equals_f_linear(device, rows, inputs, outputs, bias):
+    torch.manual_seed(rows + inputs + outputs)
+    x = torch.randn(rows, 5, inputs, device=device, requires_grad=True)
+    layer = torch.nn.Linear(inputs, outputs, bias=bias).to(device)
+    params = [x, *layer.parameters()]
+    (linear.linear(x, layer.weight, layer.bias) ** 2).sum().backward()
+    grads = [t.grad.clone() for t in params]
+    for t in params:
+        t.grad = None
+    expected = linear.linear_reference(x, layer.weight, layer.bias)
+    (expected**2).sum().backward()
+    torch.testing.assert_close(linear.linear(x, layer.weight, layer.bias), expected)
+    for got, t in zip(grads, params):
+        torch.testing.assert_close(got, t.grad)
+
+
+def test_linear_under_bf16_autocast_stays_within_bf16_of_f_linear():
+    torch.manual_seed(3)
+    x, layer = torch.randn(6, 7, 32), torch.nn.Linear(32, 300)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = linear.linear(x, layer.weight, layer.bias), linear.linear_reference(x, layer.weight, layer.bias)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_the_core_fast_paths_apply_on_the_cpu_only():
+    """`fused_step_applies` (one LSTM step as a product and `lstm_cell_`) and `padded_run_applies` (padded sequences
+    without packing): the agreement of each path with torch's is in tests/test_recurrent.py; here, where each
+    applies. A meta tensor stands for another device."""
+    step, meta = torch.randn(3, 1, 5), torch.empty(3, 1, 5, device="meta")
+    with torch.no_grad():
+        assert lstm.fused_step_applies(step, training=False)
+        assert not lstm.fused_step_applies(step, training=True)  # training keeps torch's kernel
+        assert not lstm.fused_step_applies(torch.randn(3, 2, 5), training=False)  # one step only
+        assert not lstm.fused_step_applies(meta, training=False)
+    assert not lstm.fused_step_applies(step, training=False)  # the path keeps no graph: not with autograd on
+    assert padding.padded_run_applies(torch.randn(2, 4, 3)) and not padding.padded_run_applies(meta)
 
 
 @pytest.mark.parametrize("rows, vocab, k", [(16, 64, 1), (17, 8003, 5), (40, 1000, 10), (3, 500, 4), (20, 30, 2)])

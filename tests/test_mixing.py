@@ -15,19 +15,19 @@ import pytest
 import torch
 
 from seq2seq import checkpoint
-from seq2seq.tasks import build_training, train_tokenizers
-from seq2seq.tasks.translation_data import tokenizer_sample, training_corpora, validation_sets
 from seq2seq.config import ConfigError, load_recipe
 from seq2seq.data.batching import Mixture, PairBatches, mixture_rows
 from seq2seq.data.corpora import DataError
 from seq2seq.data.parallel import load_parallel
+from seq2seq.tasks import build_training, train_tokenizers
+from seq2seq.tasks.translation_data import tokenizer_sample, training_corpora, validation_sets
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_recipe, use_data, write_toy_corpus
 
 OTHER_SRC = [f"u{c}" for c in "abcdefghij"]  # the second corpus's words: none of them in the toy pair
 OTHER_TGT = [f"U{c}" for c in "ABCDEFGHIJ"]
 MIXED = ["data.corpus=[multi30k, tatoeba]", "data.weights=[2, 0.5]", "data.valid_split=[multi30k/val, tatoeba/val]",
-         "tokenizer.vocab_size=80", "train.threads=1", "train.precision=fp32", "data.valid_limit=5",
+         "tokenizer.vocab_size=80", "runtime.threads=1", "train.precision=fp32", "data.valid_limit=5",
          "train.valid_every=10", "train.schedule=plateau"]  # fmt: skip
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from seq2seq.tasks import build_training
 from seq2seq.config import load_recipe
 from seq2seq.data.corpora import CORPORA, corpus_file
 from seq2seq.data.parallel import load_parallel
+from seq2seq.tasks import build_training
 
 from .conftest import ROOT
 

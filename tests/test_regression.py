@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.tasks import build_training, load_regressor, series_split
 from seq2seq.config import ConfigError, load_recipe
 from seq2seq.data.corpora import DataError
 from seq2seq.data.series import Scaler, WindowBatches, chronological_split, load_series, windows
 from seq2seq.forecast import main as forecast_main
 from seq2seq.forecasting import forecast, next_day_scores
 from seq2seq.models.regressor import Regressor
+from seq2seq.tasks import build_training, load_regressor, series_split
 
 from .conftest import ROOT
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -14,8 +13,8 @@ import pytest
 import yaml
 
 from seq2seq.cli import ArgumentParser, UsageError
-from seq2seq.config import ConfigError, RuntimeConfig, load_recipe
-from seq2seq.runtime import add_runtime_options, fold_train_threads, runtime_from_args
+from seq2seq.config import ConfigError, RuntimeConfig, load_recipe, recipe_from_dict
+from seq2seq.runtime import add_runtime_options, runtime_from_args
 from seq2seq.train import check_same_run
 
 from .conftest import ROOT
@@ -60,18 +59,18 @@ def test_the_runtime_section_is_validated(override, message):
         load_recipe(EN_FR, [override])
 
 
-def test_train_threads_is_read_as_runtime_threads_with_a_warning(tmp_path):
-    with pytest.warns(FutureWarning, match="train.threads is deprecated; give runtime.threads"):
-        folded = fold_train_threads(load_recipe(EN_FR, ["train.threads=2"]))
-    assert folded.train.threads == 0 and folded.runtime.threads == 2
-    plain = load_recipe(EN_FR, ["runtime.threads=2"])
-    assert fold_train_threads(plain) is plain
-    with pytest.warns(FutureWarning, match=r"train.threads=1 is used \(replacing runtime.threads=2\)"):
-        char = fold_train_threads(load_recipe(ROOT / "recipes" / "lm-ptb-char.yaml", ["train.threads=1"]))
-    assert char.runtime.threads == 1  # a command written for the older name runs as it did
-    # a run trained with train.threads resumes with runtime.threads, and with other runtime settings
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(load_recipe(EN_FR, ["train.threads=2"]).to_dict()))
-    check_same_run(dataclasses.replace(folded, runtime=dataclasses.replace(folded.runtime, tanh="native")), tmp_path)
+def test_train_threads_points_to_runtime_threads_and_old_runs_still_load(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.threads is now runtime.threads: give runtime.threads=2 \(or the "
+                                          r"option --threads 2\)"):  # fmt: skip
+        load_recipe(EN_FR, ["train.threads=2"])
+    assert load_recipe(EN_FR, ["train.threads=0"]) == load_recipe(EN_FR)  # the default older versions spelled out
+    # a run that an older version trained with train.threads: its recipe.yaml and checkpoints still load, and it
+    # resumes under the same recipe
+    old = load_recipe(EN_FR).to_dict()
+    old["train"]["threads"] = 2
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(old))
+    assert recipe_from_dict(old, saved=True) == load_recipe(tmp_path / "recipe.yaml", saved=True) == load_recipe(EN_FR)
+    check_same_run(load_recipe(EN_FR, ["runtime.threads=2", "runtime.tanh=native"]), tmp_path)
 
 
 APPLY = textwrap.dedent("""

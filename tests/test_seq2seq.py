@@ -9,7 +9,7 @@ import torch
 
 from seq2seq import search
 from seq2seq.data.batching import collate, pad
-from seq2seq.models.seq2seq import Seq2Seq, Seq2SeqShape
+from seq2seq.models.seq2seq import Seq2Seq, Seq2SeqShape, TrainingLoss, sampling_probability
 from seq2seq.tokenizer import BOS
 
 V = 17
@@ -218,41 +218,59 @@ def test_bf16_autocast_matches_fp32_on_a_small_case():
 
 
 def test_scheduled_sampling_schedules_rise_to_their_maximum():
-    lin = model(scheduled_sampling="linear", sampling_max=0.4, sampling_steps=100)
-    sig = model(scheduled_sampling="inverse_sigmoid", sampling_max=0.4, sampling_steps=100)
-    values = {}
-    for m in (lin, sig):
-        values[m] = []
-        for step in (0, 50, 100, 200, 10_000):
-            m.set_step(step)
-            values[m].append(m.sampling_probability())
-        assert values[m] == sorted(values[m]) and values[m][-1] == pytest.approx(0.4, abs=1e-3)
-    assert values[lin][:3] == pytest.approx([0.0, 0.2, 0.4])
-    assert values[sig][2] == pytest.approx(0.2)
-    assert model().sampling_probability() == 0.0
+    steps = (0, 50, 100, 200, 10_000)
+    lin = [sampling_probability(step, "linear", 0.4, 100) for step in steps]
+    sig = [sampling_probability(step, "inverse_sigmoid", 0.4, 100) for step in steps]
+    for values in (lin, sig):
+        assert values == sorted(values) and values[-1] == pytest.approx(0.4, abs=1e-3)
+    assert lin[:3] == pytest.approx([0.0, 0.2, 0.4])
+    assert sig[2] == pytest.approx(0.2)
+    assert [sampling_probability(step, "off", 0.4, 100) for step in steps] == [0.0] * len(steps)
+    assert sampling_probability(10**9, "inverse_sigmoid", 0.4, 100) == pytest.approx(0.4)  # z clamped: no overflow
+    with pytest.raises(ValueError, match="unknown scheduled sampling"):
+        sampling_probability(5, "cosine")
+    with pytest.raises(ValueError, match="unknown scheduled sampling"):
+        TrainingLoss(0.1, "cosine")
 
 
 def test_full_scheduled_sampling_feeds_the_models_own_predictions():
     """With p = 1 every decoder input after the first is the model's previous argmax: the same path as greedy."""
-    m = model(attention="luong", input_feeding=True, scheduled_sampling="linear", sampling_max=1.0, sampling_steps=1)
-    m.set_step(5)
-    m.train()  # dropout is 0, so training mode differs from eval only by the sampling
+    m = model(attention="luong", input_feeding=True)
     src, tgt = sentences(3, lo=4, hi=5), sentences(3, lo=6, hi=7, seed=9)  # equal lengths: no padding
     batch = collate(src, tgt)
     with torch.no_grad():
-        logits = m(batch.src, batch.src_lengths, batch.tgt_in)
-        m.eval()
+        logits = m(batch.src, batch.src_lengths, batch.tgt_in, sampling=1.0)
         state, tokens = m.encode(batch.src, batch.src_lengths), batch.tgt_in[:, 0]
         for t in range(batch.tgt_in.shape[1]):
             log_probs, state, _, _ = m.decode_step(tokens, state)
             torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
             tokens = log_probs.argmax(-1)
-    m.set_step(0)
-    m.train()
-    with torch.no_grad():  # p(0) = 0: plain teacher forcing again
-        torch.testing.assert_close(m(batch.src, batch.src_lengths, batch.tgt_in),
+        # p = 0: plain teacher forcing again, in training mode too
+        torch.testing.assert_close(m.train()(batch.src, batch.src_lengths, batch.tgt_in, sampling=0.0),
                                    model(attention="luong", input_feeding=True)(batch.src, batch.src_lengths,
                                                                                  batch.tgt_in))  # fmt: skip
+
+
+def test_the_training_loss_smooths_and_samples_by_the_step_and_leaves_the_model_as_it_was():
+    """TrainingLoss turns the step into the sampling probability and passes it with the label smoothing to
+    Seq2Seq.loss; the model keeps nothing of it: the same loss afterwards, and nothing of training in its state."""
+    m = model(attention="luong", input_feeding=True, target_ids=list(range(V - 2)))
+    batch = collate(sentences(4), sentences(4, seed=5))
+    loss = TrainingLoss(label_smoothing=0.1, scheduled_sampling="linear", sampling_max=1.0, sampling_steps=4)
+    assert [loss.sampling(step) for step in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
+    with torch.no_grad():
+        plain, count = m.loss(batch)
+        assert torch.equal(m.loss(batch, label_smoothing=0.0, sampling=0.0)[0], plain)  # the defaults: plain NLL
+        smoothed = m.loss(batch, label_smoothing=0.1)[0]
+        assert not torch.equal(smoothed, plain)
+        assert torch.equal(loss(m, batch, 0)[0], smoothed)  # p(0) = 0: teacher forcing
+        sampled = loss(m, batch, 9)  # p = 1: no random draw decides, so the same each time
+        assert sampled[1] == count and torch.equal(sampled[0], m.loss(batch, label_smoothing=0.1, sampling=1.0)[0])
+        assert not torch.equal(sampled[0], smoothed)
+        assert torch.equal(m.loss(batch)[0], plain)
+    assert not hasattr(m, "step") and not hasattr(m, "set_step") and not hasattr(m, "label_smoothing")
+    # checkpoints hold the weights and the target vocabulary only: nothing of the training step or loss
+    assert set(m.state_dict()) == {name for name, _ in m.named_parameters()} | {"target_ids"}
 
 
 def test_beam_state_shares_memory_while_rows_keep_their_sentence():

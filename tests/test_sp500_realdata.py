@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.tasks import series_split
 from seq2seq.config import load_recipe
 from seq2seq.data.series import Scaler
 from seq2seq.forecasting import forecast, next_day_scores
 from seq2seq.models.regressor import Regressor
+from seq2seq.tasks import series_split
 
 from .conftest import ROOT
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.tasks import build_training
 from seq2seq.config import ConfigError
 from seq2seq.data import stream
 from seq2seq.data.batching import batch_bounds, token_budget_batches
 from seq2seq.data.corpora import DataError
 from seq2seq.data.parallel import load_parallel, pair_chunks
 from seq2seq.data.stream import ShardBatches, ShardStore, write_shards
+from seq2seq.tasks import build_training
 from seq2seq.tokenizer import Tokenizer
 
 from .conftest import ROOT, TOY_OVERRIDES, toy_pair, toy_recipe

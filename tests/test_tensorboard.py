@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from seq2seq import runlog
-from seq2seq.tasks import build_training
 from seq2seq.config import ConfigError
+from seq2seq.tasks import build_training
 
 from .conftest import toy_recipe
 

@@ -1,5 +1,6 @@
 """The summed label-smoothed NLL of a batch of logits and its gradient in one blocked pass (`SmoothedNLL`), the
-CPU's training loss (`seq2seq.losses.token_nll`). Reference: F.cross_entropy in float32 (`smoothed_nll_reference`)."""
+CPU's training loss (`seq2seq.losses.token_nll`). Reference: F.cross_entropy in float32 (`smoothed_nll_reference`).
+`smoothed_nll` chooses between them by device: the blocked pass on the CPU, the reference elsewhere."""
 
 from __future__ import annotations
 
@@ -63,6 +64,17 @@ class SmoothedNLL(torch.autograd.Function):
             grad.mul_(ratio)  # in place: no second (N, V) buffer
         return grad, None, None, None, None
 
+
+def smoothed_nll(logits: Tensor, targets: Tensor, smoothing: float, scale: float = 1.0, ignore_index: int = 0
+                 ) -> Tensor:  # fmt: skip
+    """The float32 sum of the label-smoothed NLL of logits (N, V) against targets (N,), rows at `ignore_index` counting
+    0: `SmoothedNLL` on the CPU, where F.cross_entropy's float32 copies of the whole batch cost twice the time, and
+    the reference elsewhere (one fused kernel on a GPU). `scale` is the gradient the loss is expected to receive
+    (1 / tokens for a loss divided by its token count): the blocked pass forms its gradient already scaled; the
+    value and the gradient are the same either way."""
+    if logits.device.type == "cpu":
+        return SmoothedNLL.apply(logits, targets, smoothing, scale, ignore_index)
+    return smoothed_nll_reference(logits, targets, smoothing, ignore_index)
 
 
 def smoothed_nll_reference(logits: Tensor, targets: Tensor, smoothing: float, ignore_index: int = 0) -> Tensor:

@@ -14,23 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seq2seq.kernels.linear import linear
 from seq2seq.losses import token_nll
 from seq2seq.models.recurrent import Recurrent, State, detach_state, dropout, select_state
 from seq2seq.models.step import Step
 from seq2seq.tokenizer import EOS
-
-
-def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """F.linear(x, weight, bias); on the CPU the bias rides in the matrix product as one more input column.
-
-    oneDNN adds a bias to the (tokens, vocabulary) product in a separate pass, and autograd sums the gradient over
-    tokens in another: 13.5 ms of a 115 ms step for the 2x200 model (2,240 x 10,002 logits). As a column of ones
-    in x and the bias as a column of the weight, both happen inside the two GEMMs: the forward and backward of the
-    output layer took 40 ms instead of 48-56 (2 threads). The bias is added in the GEMM's float32 accumulator."""
-    if bias is None or x.device.type != "cpu":
-        return F.linear(x, weight, bias)
-    ones = x.new_ones(*x.shape[:-1], 1)
-    return F.linear(torch.cat([x, ones], dim=-1), torch.cat([weight, bias[:, None].to(weight.dtype)], dim=1))
 
 
 @dataclass
@@ -85,7 +73,7 @@ class LanguageModel(nn.Module):
         else:
             with torch.autocast(tokens.device.type, enabled=False):
                 h, state = self.rnn(x.float(), state)
-        return project(dropout(h, self.dropout, self.training), self.output.weight, self.output.bias), state
+        return linear(dropout(h, self.dropout, self.training), self.output.weight, self.output.bias), state
 
     def loss(self, batch) -> tuple[Tensor, int]:
         """Summed NLL of batch.targets, starting from batch.carry.state; stores the final state, detached."""

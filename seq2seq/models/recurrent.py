@@ -23,8 +23,15 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from seq2seq.kernels.dropout import dropout
-from seq2seq.kernels.lstm import lstm_cell_
-from seq2seq.kernels.padding import batch_first_masked, pack, reverse_padded, to_device, unpack
+from seq2seq.kernels.lstm import fused_step_applies, lstm_cell_
+from seq2seq.kernels.padding import (
+    batch_first_masked,
+    pack,
+    padded_run_applies,
+    reverse_padded,
+    to_device,
+    unpack,
+)
 
 __all__ = ["CELLS", "Dropout", "PeepholeLSTM", "Recurrent", "State", "detach_state", "dropout", "pack",
            "reverse_padded", "select_state", "unpack"]
@@ -150,14 +157,13 @@ class Recurrent(nn.Module):
         """x (B, T, I), lengths (B,) on the CPU or None -> output (B, T, D*H_last), new state.
 
         With lengths and final_state=False (the translation encoder, which reads only the outputs), no state is
-        returned (None), and on the CPU fused layers run on the padded batch instead of packed sequences, whose CPU
-        kernels are a per-step loop: 2.3x slower forward + backward for a biLSTM 2x256 over 300 sentences, bf16
-        autocast, 1 thread. The outputs are the same (padding zeroed). cuDNN runs packed sequences natively: GPUs keep them.
+        returned (None), and where `padded_run_applies` (on the CPU, whose packed kernels are a per-step loop) fused
+        layers run on the padded batch instead of packed sequences. The outputs are the same (padding zeroed).
+        One step of unidirectional LSTM layers from a state runs as `_lstm_step` where `fused_step_applies`.
         """
-        if lengths is not None and not final_state and self.cell != "peephole" and x.device.type == "cpu":
+        if lengths is not None and not final_state and self.cell != "peephole" and padded_run_applies(x):
             return self._padded(x, state, lengths), None
-        if (x.shape[1] == 1 and state is not None and self.cell == "lstm" and x.device.type == "cpu"
-                and self.directions == 1 and not self.training and not torch.is_grad_enabled()):  # fmt: skip
+        if state is not None and self.cell == "lstm" and self.directions == 1 and fused_step_applies(x, self.training):
             return self._lstm_step(x, state)
         T = x.shape[1]
         packed = lengths is not None and self.cell != "peephole"

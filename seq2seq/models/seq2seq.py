@@ -25,6 +25,10 @@ the decoder's embeddings and output layer have a row per one of those pieces onl
 ids: column j is piece target_ids[j]; columns 0-3 are PAD, UNK, BOS and EOS, as the pieces are, so search needs no
 mapping. `loss` maps a batch's pieces to columns (pieces never seen in training -> UNK); `to_pieces` maps search
 output back.
+
+The model keeps nothing between calls: label smoothing and the scheduled-sampling probability are arguments of
+`loss`, and `TrainingLoss` is what the trainer calls at each step, turning the step into that probability through
+`sampling_probability`.
 """
 
 from __future__ import annotations
@@ -112,28 +116,66 @@ class Seq2SeqShape:
             raise ValueError("context_feeding needs input_feeding off and at least 2 decoder layers")
 
 
+SAMPLING_SCHEDULES = ("off", "linear", "inverse_sigmoid")
+
+
+def sampling_probability(step: int, schedule: str = "off", top: float = 0.25, steps: int = 4000) -> float:
+    """p(step) of scheduled sampling (Bengio et al. 2015), the probability of feeding the model's own previous
+    prediction instead of the reference after `step` training steps: "linear", a ramp to `top` over `steps`;
+    "inverse_sigmoid", the complement of Bengio et al.'s inverse-sigmoid decay of the teacher-forcing probability, a
+    sigmoid rising to `top`, halfway at `steps`; "off", 0. A pure function of its arguments."""
+    if schedule == "linear":
+        return top * min(1.0, step / max(steps, 1))
+    if schedule == "inverse_sigmoid":
+        z = max(-60.0, min(60.0, (step - steps) / max(steps / 8, 1)))
+        return top / (1 + math.exp(-z))
+    if schedule == "off":
+        return 0.0
+    raise ValueError(f"unknown scheduled sampling {schedule!r}; choose one of {', '.join(SAMPLING_SCHEDULES)}")
+
+
+@dataclass(frozen=True)
+class TrainingLoss:
+    """The trainer's loss function for a `Seq2Seq`, called as `loss(model, batch, step)` -> (summed loss, count):
+    `Seq2Seq.loss` label-smoothed by `label_smoothing`, the decoder fed its own predictions with the scheduled-sampling
+    probability after `step` training steps (`sampling_probability`). Settings only: the model stays the same from
+    step to step, and a resumed run goes on with the schedule from its saved step."""
+
+    label_smoothing: float = 0.0
+    scheduled_sampling: str = "off"  # off | linear | inverse_sigmoid
+    sampling_max: float = 0.25  # the largest probability reached
+    sampling_steps: int = 4000  # linear: steps of the ramp; inverse_sigmoid: its midpoint
+
+    def __post_init__(self) -> None:
+        if self.scheduled_sampling not in SAMPLING_SCHEDULES:
+            raise ValueError(f"unknown scheduled sampling {self.scheduled_sampling!r}; choose one of "
+                             f"{', '.join(SAMPLING_SCHEDULES)}")  # fmt: skip
+
+    def sampling(self, step: int) -> float:
+        """The probability of feeding a prediction at a step that follows `step` steps."""
+        return sampling_probability(step, self.scheduled_sampling, self.sampling_max, self.sampling_steps)
+
+    def __call__(self, model: Seq2Seq, batch: Batch, step: int) -> tuple[Tensor, int]:
+        return model.loss(batch, label_smoothing=self.label_smoothing, sampling=self.sampling(step))
+
+
 class Seq2Seq(nn.Module):
     def __init__(
         self,
         shape: Seq2SeqShape,
         *,
         dropout: float = 0.3,
-        label_smoothing: float = 0.0,
-        scheduled_sampling: str = "off",
-        sampling_max: float = 0.25,
-        sampling_steps: int = 4000,
         target_ids: Tensor | list[int] | None = None,
     ) -> None:
-        """shape: the architecture; the rest is training (dropout, the training loss's label smoothing, scheduled
-        sampling) and the target vocabulary (`target_ids`, the pieces the decoder has columns for; None: every piece)."""
+        """shape: the architecture; dropout, for training; target_ids: the target vocabulary (the pieces the decoder
+        has columns for; None: every piece). What a training step adds (label smoothing, scheduled sampling) are
+        arguments of `loss`."""
         super().__init__()
         self.shape = shape
-        self.sampling = (scheduled_sampling, sampling_max, sampling_steps)
-        self.step = 0  # training progress, set by the trainer through set_step(); only scheduled sampling reads it
         src_vocab, tgt_vocab, embedding_size, cell = shape.src_vocab, shape.tgt_vocab, shape.embedding_size, shape.cell
         input_feeding, decoder_hidden, decoder_layers = shape.input_feeding, shape.decoder_hidden, shape.decoder_layers
         share_embeddings, context_feeding = shape.share_embeddings, shape.context_feeding
-        self.cell, self.input_feeding, self.label_smoothing = cell, input_feeding, label_smoothing
+        self.cell, self.input_feeding = cell, input_feeding
         if target_ids is not None:
             ids = torch.as_tensor(target_ids, dtype=torch.long)
             if share_embeddings:
@@ -242,25 +284,11 @@ class Seq2Seq(nn.Module):
         feed = o if self.input_feeding else None
         return o, DecoderState(rnn, feed, state.memory, state.keys, state.mask, state.group), weights.squeeze(1)
 
-    def set_step(self, step: int) -> None:
-        self.step = step
-
-    def sampling_probability(self) -> float:
-        """p(step) of scheduled sampling: a linear ramp, or the complement of Bengio et al.'s inverse-sigmoid decay
-        of the teacher-forcing probability: a sigmoid rising to `sampling_max`, halfway at `sampling_steps`."""
-        kind, top, steps = self.sampling
-        if kind == "linear":
-            return top * min(1.0, self.step / max(steps, 1))
-        if kind == "inverse_sigmoid":
-            z = max(-60.0, min(60.0, (self.step - steps) / max(steps / 8, 1)))
-            return top / (1 + math.exp(-z))
-        return 0.0
-
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: src (B, S), tgt_in (B, T) -> logits (B, T, V)."""
-        p = self.sampling_probability() if self.training else 0.0
-        if p > 0:
-            return self._forward_sampled(src, src_lengths, tgt_in, p)
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, sampling: float = 0.0) -> Tensor:
+        """Teacher forcing: src (B, S), tgt_in (B, T) -> logits (B, T, V). sampling > 0: scheduled sampling, each
+        decoder input after the first the model's own previous argmax with that probability (`_forward_sampled`)."""
+        if sampling > 0:
+            return self._forward_sampled(src, src_lengths, tgt_in, sampling)
         state = self.encode(src, src_lengths)
         emb = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         if not self.input_feeding:  # fast path: fused recurrent calls, attention for all steps at once
@@ -318,11 +346,12 @@ class Seq2Seq(nn.Module):
         weights (B, S)."""
         return self._step(self.dropout(self.tgt_embed(tokens)), state)
 
-    def loss(self, batch: Batch, label_smoothing: float | None = None) -> tuple[Tensor, int]:
-        """Summed token NLL (label-smoothed in training) and the number of target tokens."""
-        logits = self(batch.src, batch.src_lengths, self.to_columns(batch.tgt_in))
-        smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
-        return token_nll(logits, self.to_columns(batch.tgt_out), smoothing, batch.n_tokens)
+    def loss(self, batch: Batch, label_smoothing: float = 0.0, sampling: float = 0.0) -> tuple[Tensor, int]:
+        """Summed token NLL and the number of target tokens. Training passes its label smoothing and the probability
+        of feeding the decoder its own predictions (scheduled sampling; `TrainingLoss`); the defaults are the plain
+        NLL of teacher forcing, validation's."""
+        logits = self(batch.src, batch.src_lengths, self.to_columns(batch.tgt_in), sampling)
+        return token_nll(logits, self.to_columns(batch.tgt_out), label_smoothing, batch.n_tokens)
 
     def to_columns(self, pieces: Tensor) -> Tensor:
         """Target piece ids -> the decoder's column ids (the same without a target vocabulary)."""

@@ -44,9 +44,7 @@ def build_model(recipe: Recipe, src_vocab: int = 0, tgt_vocab: int = 0, target_i
                 input_feeding=m.input_feeding, tie_embeddings=m.tie_embeddings, share_embeddings=m.share_embeddings,
                 context_feeding=m.context_feeding, bridge=m.bridge,
             )  # fmt: skip
-            return Seq2Seq(shape, dropout=m.dropout, label_smoothing=recipe.train.label_smoothing,
-                           scheduled_sampling=m.scheduled_sampling, sampling_max=m.sampling_max,
-                           sampling_steps=m.sampling_steps, target_ids=target_ids)  # fmt: skip
+            return Seq2Seq(shape, dropout=m.dropout, target_ids=target_ids)
         case "regression":
             return Regressor(len(recipe.data.features), m.hidden_sizes, m.cell, m.fc_size, m.dropout)
         case "lm":
@@ -62,7 +60,7 @@ RUN_KINDS = {"translation": "translation run", "lm": "language-model run", "regr
 COMMANDS = {  # what to run on each kind of run instead
     "translation": "python -m seq2seq.translate, or python -m seq2seq.evaluate for its scores",
     "lm": "python -m seq2seq.generate to continue text, or python -m seq2seq.evaluate for its perplexity",
-    "regression": "python -m seq2seq.forecast",
+    "regression": "python -m seq2seq.forecast, or python -m seq2seq.evaluate for its next-day scores",
 }
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -14,10 +19,21 @@ import torch
 from tqdm import tqdm
 
 from seq2seq import checkpoint
+from seq2seq.cli import UsageError, atomic_output
+from seq2seq.config import DECODE_PRECISIONS, ConfigError, Recipe, TranslationRecipe
+from seq2seq.data.batching import PairBatches
+from seq2seq.data.parallel import load_parallel
+from seq2seq.data.stream import ShardBatches
+from seq2seq.data.testsets import file_pair, sacrebleu_test_set
+from seq2seq.decoding import DecodeConfig
+from seq2seq.ensemble import Ensemble
+from seq2seq.metrics import bleu, chrf, perplexity
+from seq2seq.models.int8 import quantize_decoder
+from seq2seq.models.seq2seq import TrainingLoss
+from seq2seq.tasks.base import Evaluation, TestSet, payload_field, saved_recipe
 from seq2seq.tasks.common import (
     build_model,
     build_optimizer,
-    check_task,
     load_weights,
     resolve_device,
     write_recipe,
@@ -34,12 +50,6 @@ from seq2seq.tasks.translation_data import (  # (tokenize, train_tokenizers: als
     validation_sets,
     write_shard_store,
 )
-from seq2seq.config import DECODE_PRECISIONS, ConfigError, Recipe, recipe_from_dict
-from seq2seq.data.batching import PairBatches
-from seq2seq.data.stream import ShardBatches
-from seq2seq.ensemble import Ensemble
-from seq2seq.metrics import bleu, chrf, perplexity
-from seq2seq.models.int8 import quantize_decoder
 from seq2seq.tokenizer import EOS, Tokenizer
 from seq2seq.trainer import Trainer
 from seq2seq.translator import Translator
@@ -63,7 +73,7 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
     corpora, valid = ([] if streamed else training_corpora(recipe)), validation_sets(recipe)
     if resume:
         saved = checkpoint.load(run_dir / "last.pt")
-        src_tok, tgt_tok = tokenizers_from(saved)
+        src_tok, tgt_tok = tokenizers_from(saved, run_dir / "last.pt")
         target_ids = saved["model"].get("target_ids")  # None: a run over every piece (target_vocabulary: all)
         del saved
     else:  # SentencePiece training is deterministic, so every rank gets the same models
@@ -101,9 +111,10 @@ def translation_training(recipe: Recipe, run_dir: Path, resume: bool, device, ra
         cfg=t,
         run_dir=run_dir,
         device=device,
-        extra={"recipe": recipe.to_dict(), "tokenizers": {"src": src_tok.proto, "tgt": tgt_tok.proto},
-               "target_pieces": seen},  # fmt: skip
+        extra=TranslationPayload(recipe, {"src": src_tok.proto, "tgt": tgt_tok.proto}, seen).extra(),
         is_main=rank == 0,
+        loss=TrainingLoss(t.label_smoothing, recipe.model.scheduled_sampling, recipe.model.sampling_max,
+                          recipe.model.sampling_steps),  # fmt: skip
     )
     if resume:
         trainer.resume(run_dir / "last.pt")
@@ -160,10 +171,9 @@ def target_vocabulary(seen: list[int]) -> list[int]:
     return np.union1d(seen, range(EOS + 1)).tolist()
 
 
-def tokenizers_from(payload: dict) -> tuple[Tokenizer, Tokenizer]:
-    protos = payload["tokenizers"]
-    src = Tokenizer(protos["src"])
-    return src, src if protos["tgt"] == protos["src"] else Tokenizer(protos["tgt"])
+def tokenizers_from(saved: dict, where: str | Path = "the checkpoint") -> tuple[Tokenizer, Tokenizer]:
+    """The source and target tokenizers of a translation checkpoint's payload."""
+    return TranslationPayload.read(saved, where).tokenizer_pair()
 
 
 def load_for_inference(
@@ -191,18 +201,17 @@ def load_for_inference(
     models, first, short_ids = [], None, None
     for path in paths:
         file = checkpoint.find(path, which)
-        payload = checkpoint.load(file)
-        recipe = recipe_from_dict(payload["recipe"])
-        check_task(recipe, "translation", path)
-        src_tok, tgt_tok = tokenizers_from(payload)
+        saved = checkpoint.load(file)
+        payload = TranslationPayload.read(saved, path)
+        recipe, (src_tok, tgt_tok) = payload.recipe, payload.tokenizer_pair()
         if first is None:
             first = (recipe, src_tok, tgt_tok)
         elif (src_tok.proto, tgt_tok.proto) != (first[1].proto, first[2].proto):
             raise checkpoint.CheckpointError(f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble")
-        model = build_model(recipe, len(src_tok), len(tgt_tok), payload["model"].get("target_ids"))
-        load_weights(model, payload["model"], file)
+        model = build_model(recipe, len(src_tok), len(tgt_tok), saved["model"].get("target_ids"))
+        load_weights(model, saved["model"], file)
         if shortlist and len(paths) == 1 and model.target_ids is None:  # a target vocabulary needs no shortlist
-            pieces = payload.get("target_pieces") or _cached_target_pieces(Path(path), recipe)
+            pieces = payload.target_pieces or _cached_target_pieces(Path(path), recipe)
             short_ids = None if pieces is None else torch.tensor(pieces, device=torch_device)
         models.append(model.to(torch_device))
     recipe, src_tok, tgt_tok = first
@@ -221,3 +230,87 @@ def _cached_target_pieces(path: Path, recipe: Recipe) -> list[int] | None:
     folder, split = (path if path.is_dir() else path.parent) / "cache", recipe.data.train_split
     caches = sorted([*folder.glob(f"{split}.arrow"), *folder.glob(f"{split}-*.arrow")], key=lambda p: p.stat().st_mtime)
     return target_pieces(datasets.Dataset.from_file(str(caches[-1]))) if caches else None
+
+
+@dataclass(frozen=True)
+class TranslationPayload:
+    """What a translation checkpoint holds besides the weights."""
+
+    recipe: TranslationRecipe
+    tokenizers: dict[str, bytes]  # "src" and "tgt": SentencePiece model protos (one and the same where joint)
+    target_pieces: list[int] | None = None  # greedy search's shortlist: the pieces seen on the target side
+
+    def extra(self) -> dict[str, Any]:
+        return {"recipe": self.recipe.to_dict(), "tokenizers": dict(self.tokenizers), "target_pieces": self.target_pieces}
+
+    @classmethod
+    def read(cls, saved: dict, where: str | Path) -> TranslationPayload:
+        return cls(saved_recipe(saved, where, "translation"), payload_field(saved, "tokenizers", where),
+                   saved.get("target_pieces"))  # fmt: skip
+
+    def tokenizer_pair(self) -> tuple[Tokenizer, Tokenizer]:
+        src = Tokenizer(self.tokenizers["src"])
+        return src, src if self.tokenizers["tgt"] == self.tokenizers["src"] else Tokenizer(self.tokenizers["tgt"])
+
+
+DEFAULT_SPLIT = "test_2016_flickr"
+
+
+class TranslationTask:
+    name = "translation"
+    default_split = DEFAULT_SPLIT
+
+    def training(self, recipe: TranslationRecipe, run_dir: Path, resume: bool, device: torch.device, rank: int = 0,
+                 world: int = 1) -> Trainer:  # fmt: skip
+        return translation_training(recipe, run_dir, resume, device, rank, world)
+
+    def read_payload(self, saved: dict, where: str | Path) -> TranslationPayload:
+        return TranslationPayload.read(saved, where)
+
+    def load(self, run_dir: str | Path | list, which: str = "best", device: str = "auto", **options) -> Translator:
+        return load_for_inference(run_dir, which, device, **options)
+
+    def evaluate(self, run_dirs: Sequence[Path], test: TestSet, which: str = "best", device: str = "auto",
+                 decode: DecodeConfig | None = None, output: Path | None = None,
+                 lowercase_tokenized: bool = False) -> Evaluation:  # fmt: skip
+        """Translate the test set (an ensemble for several runs) and score it with sacreBLEU. The translations go to
+        `output` (default RUN_DIR/hyps.<test set>.<tgt_lang>), replaced only once every sentence is translated."""
+        from seq2seq.metrics import all_scores
+
+        decode = decode or DecodeConfig()
+        if test.src and test.lines is None:  # misaligned files fail before the model loads
+            test = dataclasses.replace(test, lines=file_pair(test.src, test.ref))
+        translator = load_for_inference(list(run_dirs), which, device, **decode.load_options())
+        name, sources, references = self.sentences(test, translator.recipe)
+        start = time.time()
+        hyps = translator.translate(sources, decode.beam, decode.batch_size, **decode.settings())
+        seconds = max(time.time() - start, 1e-9)
+        out = output or Path(run_dirs[0]) / f"hyps.{name.replace('/', '_')}.{translator.recipe.data.tgt_lang}"
+        with atomic_output(out) as f:
+            f.writelines(h + "\n" for h in hyps)
+        models = f"ensemble of {len(run_dirs)}" if len(run_dirs) > 1 else "1 model"
+        scores = all_scores(hyps, references, lowercase_tokenized)
+        lines = [f"{name}: {len(hyps)} sentences, {search_name(decode)}, {models}, {translator.precision} on "
+                 f"{translator.device}, {seconds:.1f} s ({len(hyps) / seconds:.1f} sentences/s); translations in {out}",
+                 *map(str, scores)]  # fmt: skip
+        return Evaluation({s.name: s.value for s in scores}, "\n".join(lines))
+
+    def sentences(self, test: TestSet, recipe: TranslationRecipe) -> tuple[str, list[str], list[list[str]]]:
+        """(name, source lines, reference sets) of a test set; the name labels the output file."""
+        d = recipe.data
+        if test.src:
+            return test.src.name, *(test.lines or file_pair(test.src, test.ref))
+        if test.sacrebleu:
+            pair = test.langpair or f"{d.src_lang}-{d.tgt_lang}"
+            if pair != f"{d.src_lang}-{d.tgt_lang}":
+                raise UsageError(f"-l {pair}: the run translates {d.src_lang}-{d.tgt_lang}")
+            return test.sacrebleu, *sacrebleu_test_set(test.sacrebleu, pair)
+        split = test.split or self.default_split
+        table = load_parallel(d.corpus, split, d.src_lang, d.tgt_lang, d.hub_config)
+        return split, table["src"], [table["tgt"]]
+
+
+def search_name(config: DecodeConfig) -> str:
+    if config.beam > 1:
+        return f"beam {config.beam}, alpha {config.alpha}"
+    return "greedy" if config.temperature is None else f"sampling at temperature {config.temperature:g}"
