@@ -98,7 +98,7 @@ def export(run_dir: str | Path, out_dir: str | Path, which: str = "best", onnx: 
 
         config["onnx"] = export_onnx(model_from_payload(payload), out)
     checkpoint.write_atomic(out / CONFIG, json.dumps(config, indent=1) + "\n")
-    checkpoint.write_atomic(out / CARD, model_card(payload, Path(run_dir), source, config))
+    checkpoint.write_atomic(out / CARD, model_card(extra.recipe, payload["model"], Path(run_dir), source, config))
     return out
 
 

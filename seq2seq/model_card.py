@@ -17,32 +17,33 @@ from typing import Any
 
 import sacrebleu
 
+from seq2seq.config import DataConfig, TranslationModelConfig, TranslationRecipe
 
-def model_card(payload: dict, run_dir: Path, source: Path, config: dict) -> str:
-    recipe = payload["recipe"]
-    data, model, train = recipe.get("data", {}), recipe.get("model", {}), recipe.get("train", {})
-    src, tgt = data.get("src_lang", "?"), data.get("tgt_lang", "?")
-    params = sum(t.numel() for n, t in payload["model"].items() if n not in config["tied"] and n != "target_ids")
+
+def model_card(recipe: TranslationRecipe, weights: dict, run_dir: Path, source: Path, config: dict) -> str:
+    """recipe: the run's (`TranslationPayload.recipe`); weights: the checkpoint's state dict."""
+    data, train = recipe.data, recipe.train
+    src, tgt = data.src_lang, data.tgt_lang
+    params = sum(t.numel() for n, t in weights.items() if n not in config["tied"] and n != "target_ids")
     trained = config["trained"]
     lines = [
         "---", f"language: [{src}, {tgt}]", "library_name: seq2seq", "pipeline_tag: translation",
         "tags: [translation, lstm, seq2seq]", "---", "",
-        f"# {recipe.get('name', 'model')}: {src} → {tgt} LSTM encoder-decoder", "",
-        f"A recurrent translation model of the seq2seq toolkit: {_architecture(model)}; {params / 1e6:.2f}M "
+        f"# {recipe.name}: {src} → {tgt} LSTM encoder-decoder", "",
+        f"A recurrent translation model of the seq2seq toolkit: {_architecture(recipe.model)}; {params / 1e6:.2f}M "
         f"parameters.", "",
         "## Use", "", "```python", "from seq2seq.translator import Translator", "",
         'translator = Translator.from_pretrained("THIS_FOLDER")  # or "hf://OWNER/NAME"',
         'print(translator.translate(["A dog runs on the beach."], beam=5))', "```", "",
         "or `python -m seq2seq.translate THIS_FOLDER`, `python -m seq2seq.serve THIS_FOLDER`.", "",
         "## Training", "",
-        f"- data: corpus `{data.get('corpus')}`, split `{data.get('train_split')}`, validated on "
-        f"`{data.get('valid_split')}`",
-        f"- tokenizer: SentencePiece {recipe.get('tokenizer', {}).get('model_type')}, "
+        f"- data: corpus `{data.corpus}`, split `{data.train_split}`, validated on `{data.valid_split}`",
+        f"- tokenizer: SentencePiece {recipe.tokenizer.model_type}, "
         f"{'one joint model' if config['tokenizers']['src'] == config['tokenizers']['tgt'] else 'a model per side'}",
-        f"- training precision {train.get('precision')}, optimizer {train.get('optimizer')}, lr {train.get('lr')}",
+        f"- training precision {train.precision}, optimizer {train.optimizer}, lr {train.lr}",
         f"- exported from `{trained['run']}/{source.name}`: step {trained.get('step', '?')}, epoch "
         f"{trained.get('epoch', '?')}; the full recipe is in `recipe.yaml`", "",
-        "## Evaluation", "", *evaluations(run_dir, recipe, source, trained.get("step")), "",
+        "## Evaluation", "", *evaluations(run_dir, data, source, trained.get("step")), "",
         "## Files", "",
         "`model.safetensors` (weights), `config.json`, `recipe.yaml`, "
         + ", ".join(f"`{n}`" for n in dict.fromkeys(config["tokenizers"].values()))
@@ -52,26 +53,23 @@ def model_card(payload: dict, run_dir: Path, source: Path, config: dict) -> str:
     return "\n".join(lines)
 
 
-def _architecture(m: dict[str, Any]) -> str:
-    encoder = (f"{'bidirectional ' if m.get('bidirectional') else ''}{m.get('cell', 'lstm').upper()} encoder "
-               f"{m.get('encoder_layers')}x{m.get('encoder_hidden')}")  # fmt: skip
-    feeding = "input feeding" if m.get("input_feeding") else "context feeding" if m.get("context_feeding") else (
-        "no input feeding")  # fmt: skip
-    return (f"{encoder}, decoder {m.get('decoder_layers')}x{m.get('decoder_hidden')} with {m.get('attention')} "
-            f"attention and {feeding}, embeddings {m.get('embedding_size')}")  # fmt: skip
+def _architecture(m: TranslationModelConfig) -> str:
+    encoder = f"{'bidirectional ' if m.bidirectional else ''}{m.cell.upper()} encoder {m.encoder_layers}x{m.encoder_hidden}"
+    feeding = "input feeding" if m.input_feeding else "context feeding" if m.context_feeding else "no input feeding"
+    return (f"{encoder}, decoder {m.decoder_layers}x{m.decoder_hidden} with {m.attention} attention and {feeding}, "
+            f"embeddings {m.embedding_size}")  # fmt: skip
 
 
-def evaluations(run_dir: Path, recipe: dict, source: Path, step: int | None) -> list[str]:
-    found = _scored_hypotheses(run_dir, recipe, source) + _validation(run_dir, step)
+def evaluations(run_dir: Path, data: DataConfig, source: Path, step: int | None) -> list[str]:
+    found = _scored_hypotheses(run_dir, data, source) + _validation(run_dir, step)
     return found or ["No evaluation was found in the run directory (no hyps.* files, no validation record in "
                      "metrics.jsonl). Score the model with `python -m seq2seq.evaluate THIS_FOLDER --split NAME`."]
 
 
-def _scored_hypotheses(run_dir: Path, recipe: dict, source: Path) -> list[str]:
-    data = recipe.get("data", {})
+def _scored_hypotheses(run_dir: Path, data: DataConfig, source: Path) -> list[str]:
     lines = []
-    for hyps in sorted(run_dir.glob(f"hyps.*.{data.get('tgt_lang')}")):
-        split = hyps.name[len("hyps.") : -len(f".{data.get('tgt_lang')}")]
+    for hyps in sorted(run_dir.glob(f"hyps.*.{data.tgt_lang}")):
+        split = hyps.name[len("hyps.") : -len(f".{data.tgt_lang}")]
         older = " (older than the checkpoint: it may come from an earlier model)" if (
             hyps.stat().st_mtime < source.stat().st_mtime) else ""  # fmt: skip
         head = f"- `{split}`, translations in `{hyps.name}` (search settings not recorded){older}:"
@@ -79,7 +77,7 @@ def _scored_hypotheses(run_dir: Path, recipe: dict, source: Path) -> list[str]:
             from seq2seq.data.parallel import load_parallel
             from seq2seq.metrics import all_scores
 
-            refs = load_parallel(data["corpus"], split, data["src_lang"], data["tgt_lang"], data.get("hub_config", ""))
+            refs = load_parallel(data.corpus, split, data.src_lang, data.tgt_lang, data.hub_config)
             outputs = hyps.read_text(encoding="utf-8").splitlines()
             if len(outputs) != len(refs):
                 lines.append(f"{head} {len(outputs)} lines against {len(refs)} references: not scored")
