@@ -53,7 +53,10 @@ def test_two_gloo_processes_match_one_process_on_the_combined_batch(toy_data, tm
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     assert r.stdout.decode().count("run directory") == 1  # rank 0 alone speaks ...
-    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.pt")) == ["best.pt", "last.pt"]  # ... and saves
+    # ... and saves: the recipe's checkpoints, and the last 4 validations' weights with their mean (keep_checkpoints)
+    valid = [r["step"] for r in map(json.loads, (tmp_path / "ddp" / "metrics.jsonl").open()) if r["kind"] == "valid"]
+    kept = [f"step-{step}.pt" for step in valid[-4:]]
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.pt")) == sorted(["averaged.pt", "best.pt", "last.pt", *kept])
     ddp = train_losses(tmp_path / "ddp")
     assert len(ddp) == 12  # every step logged once, not once per rank
 

@@ -32,5 +32,5 @@ def test_the_last_validations_are_kept_and_averaged_and_decode(toy_data, tmp_pat
 
 
 def test_without_keep_checkpoints_only_best_and_last_are_written(toy_data, tmp_path):
-    build_training(toy_recipe(*STEPS, "train.max_steps=20"), tmp_path / "run", resume=False).fit()
+    build_training(toy_recipe(*STEPS, "train.max_steps=20", "train.keep_checkpoints=0"), tmp_path / "run", resume=False).fit()
     assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["best.pt", "last.pt"]
