@@ -48,8 +48,9 @@ def tiny_data(tiny_root, tmp_path, monkeypatch) -> Path:
 
 
 def train_in_process(run_dir: Path, *overrides: str, resume: bool = False):
-    trainer = build_training(toy_recipe(*TINY[len(TOY_OVERRIDES):], *overrides), run_dir, resume=resume)
-    return trainer.fit()
+    recipe = toy_recipe(*TINY[len(TOY_OVERRIDES):], *overrides)
+    torch.set_num_threads(recipe.runtime.threads)  # as `python -m seq2seq.train` applies it: the same rounding
+    return build_training(recipe, run_dir, resume=resume).fit()
 
 
 def trainer_cmd(run_dir: Path, *overrides: str, resume: bool = False) -> list[str]:
