@@ -12,7 +12,6 @@ from seq2seq.models.int8 import (
     Int8Linear,
     default_kernel,
     quantize_decoder,
-    quantize_lstm_steps,
     quantize_rows,
 )
 from seq2seq.models.recurrent import Recurrent
@@ -88,7 +87,7 @@ def test_int8_lstm_step_is_the_cell_on_int8_gates_within_their_bound(kernel):
     x, h = torch.randn(5, 1, 24), torch.randn(2, 1, 5, 32) * 0.5
     state = [(h[0], h[0].tanh()), (h[1], h[1].tanh())]
     with torch.no_grad():
-        quantize_lstm_steps(rnn, kernel)
+        rnn.quantize_steps(kernel)
         assert all(layer.kernel == kernel for layer in rnn.step_weights)
         out, new = rnn(x, state)
         inputs = x[:, 0]

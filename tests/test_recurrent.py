@@ -141,7 +141,7 @@ def test_one_step_lstm_decoding_path_equals_the_fused_kernel(dtype, how, monkeyp
         for t in range(4):
             out, state = rnn(x[:, t : t + 1], state)
             steps.append(out)
-    assert rnn.layers[0]._joined[1].shape == (24, 11)  # the path ran: its joined weights are cached on the layer
+    assert rnn._joined[0][1].shape == (24, 11)  # the path ran: its joined weights are cached
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 0.05, "atol": 0.03}
     torch.testing.assert_close(torch.cat(steps, 1), fused.detach(), **tol)
     for layer, fused_layer in zip(state, fused_state):

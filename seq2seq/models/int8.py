@@ -9,23 +9,11 @@ autocast). Only for inference: the quantized modules have no gradients.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from seq2seq.kernels.int8 import KERNELS, Int8Linear, available, default_kernel, quantize_rows
 
-__all__ = ["KERNELS", "Int8Linear", "available", "default_kernel", "quantize_decoder", "quantize_lstm_steps",
-           "quantize_rows"]
-
-
-def quantize_lstm_steps(recurrent: nn.Module, kernel: str | None = None) -> None:
-    """Give a unidirectional LSTM `Recurrent` int8 step products (`Recurrent.step_weights`): one Int8Linear per
-    layer over [x; h], with the bias b_ih + b_hh."""
-    layers = []
-    for layer in recurrent.layers:
-        weight = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).float()
-        layers.append(Int8Linear(weight, layer.bias_ih_l0.float() + layer.bias_hh_l0.float(), kernel))
-    recurrent.step_weights = nn.ModuleList(layers)
+__all__ = ["KERNELS", "Int8Linear", "available", "default_kernel", "quantize_decoder", "quantize_rows"]
 
 
 def quantize_decoder(model: nn.Module, kernel: str | None = None) -> nn.Module:
@@ -37,7 +25,7 @@ def quantize_decoder(model: nn.Module, kernel: str | None = None) -> nn.Module:
         raise ValueError("quantize_decoder is for inference: call model.eval() first")
     for recurrent in (model.decoder, model.upper):
         if recurrent is not None and recurrent.cell == "lstm" and recurrent.directions == 1:
-            quantize_lstm_steps(recurrent, kernel)
+            recurrent.quantize_steps(kernel)
     attention = model.attention
     attention.key_proj = Int8Linear.from_linear(attention.key_proj, kernel)  # once per sentence
     if attention.kind == "bahdanau":

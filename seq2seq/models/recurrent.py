@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from seq2seq.kernels.dropout import dropout
+from seq2seq.kernels.int8 import Int8Linear
 from seq2seq.kernels.lstm import fused_step_applies, lstm_cell_
 from seq2seq.kernels.padding import (
     batch_first_masked,
@@ -131,8 +132,22 @@ class Recurrent(nn.Module):
             self.layers.append(layer)
             size = hidden * self.directions
         self.output_size = size
-        self.step_weights: nn.ModuleList | None = None  # int8 step products for decoding (models/int8.py)
+        # Decoding's step products (`_lstm_step`): the joined float weights of each layer, rebuilt when a weight
+        # changes, or int8 products once `quantize_steps` made them (inference only). Owned here, not by the layers.
+        self._joined: dict[int, tuple] = {}
+        self.step_weights: nn.ModuleList | None = None
         self.reset_parameters()
+
+    def quantize_steps(self, kernel: str | None = None) -> None:
+        """Int8 step products for decoding, one `Int8Linear` per unidirectional LSTM layer over [x; h] with the bias
+        b_ih + b_hh (seq2seq/kernels/int8.py). For inference: the products have no gradients."""
+        if self.cell != "lstm" or self.directions != 1:
+            raise ValueError("int8 step products are for unidirectional LSTM layers")
+        layers = []
+        for layer in self.layers:
+            weight = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).float()
+            layers.append(Int8Linear(weight, layer.bias_ih_l0.float() + layer.bias_hh_l0.float(), kernel))
+        self.step_weights = nn.ModuleList(layers)
 
     def reset_parameters(self) -> None:
         """Orthogonal recurrent weights (per gate block), forget-gate bias 1 for LSTM layers."""
@@ -192,18 +207,32 @@ class Recurrent(nn.Module):
         wins nothing at 320 rows. Same result as nn.LSTM up to rounding (tests/test_recurrent.py)."""
         h_in, new_state = x[:, 0], []
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        for n, (layer, (h, c)) in enumerate(zip(self.layers, state)):
+        for n, (h, c) in enumerate(state):
             joined = torch.cat([h_in.to(dtype), h[0].to(dtype)], dim=1)
-            if self.step_weights is not None:  # int8 products (seq2seq/models/int8.py)
+            if self.step_weights is not None:  # int8 products (quantize_steps)
                 gates = self.step_weights[n](joined)
             else:
-                weight, bias = _joined_lstm_weights(layer, dtype)
+                weight, bias = self._joined_weights(n, dtype)
                 gates = torch.addmm(bias, joined, weight.t()).float()
             h_new, c_new, _ = lstm_cell_(gates, c[0])  # float32; the gates activated in place
             h_new = h_new.to(dtype)
             new_state.append((h_new.unsqueeze(0), c_new.to(dtype).unsqueeze(0)))
             h_in = h_new
         return h_in.unsqueeze(1), new_state
+
+    def _joined_weights(self, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(W_ih | W_hh) and b_ih + b_hh of one-direction LSTM layer n in `dtype`, kept while its weights are
+        unchanged (an optimizer step or load_state_dict changes a weight's version counter or storage: the key)."""
+        layer = self.layers[n]
+        params = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+        key = (dtype, *((p.data_ptr(), p._version, p.dtype) for p in params))
+        cached = self._joined.get(n)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                weight = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).to(dtype)
+                bias = (layer.bias_ih_l0.float() + layer.bias_hh_l0.float()).to(dtype)
+            cached = self._joined[n] = (key, weight, bias)
+        return cached[1], cached[2]
 
     def _padded(self, x: Tensor, state: State | None, lengths: Tensor) -> Tensor:
         """Exact outputs without packing: padding sits after each sequence, so it cannot reach a real position of
@@ -232,18 +261,6 @@ class Recurrent(nn.Module):
         return batch_first_masked(h, real.unsqueeze(-1).to(h.dtype))
 
 
-def _joined_lstm_weights(layer: nn.LSTM, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(W_ih | W_hh) and b_ih + b_hh of a one-direction LSTM layer in `dtype`, kept on the layer while its weights
-    are unchanged (an optimizer step or load_state_dict changes a weight's version counter or storage: the key)."""
-    params = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
-    key = (dtype, *((p.data_ptr(), p._version, p.dtype) for p in params))
-    cached = getattr(layer, "_joined", None)
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            weight = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).to(dtype)
-            bias = (layer.bias_ih_l0.float() + layer.bias_hh_l0.float()).to(dtype)
-        cached = layer._joined = (key, weight, bias)
-    return cached[1], cached[2]
 
 
 class Dropout(nn.Module):
