@@ -261,8 +261,6 @@ class Recurrent(nn.Module):
         return batch_first_masked(h, real.unsqueeze(-1).to(h.dtype))
 
 
-
-
 class Dropout(nn.Module):
     """nn.Dropout through `dropout` (seq2seq/kernels/dropout.py)."""
 
